@@ -1,0 +1,71 @@
+"""Shared test fixtures: paths to ../shared, the official tiny fixtures, and GPU/TensorRT auto-skips."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = (ROOT / ".." / "shared").resolve()
+FIXTURES = SHARED / "fixtures"
+DATA = SHARED / "data"
+
+
+def _has_cuda() -> bool:
+    return torch.cuda.is_available()
+
+
+def _has_tensorrt() -> bool:
+    return importlib.util.find_spec("tensorrt") is not None
+
+
+def pytest_collection_modifyitems(config, items):
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU")
+    skip_trt = pytest.mark.skip(reason="needs TensorRT and a CUDA GPU (pip install -e .[trt])")
+    for item in items:
+        if "gpu" in item.keywords and not _has_cuda():
+            item.add_marker(skip_gpu)
+        if "trt" in item.keywords and not (_has_cuda() and _has_tensorrt()):
+            item.add_marker(skip_trt)
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    if not SHARED.is_dir():
+        pytest.skip(f"shared data folder {SHARED} is absent")
+    return SHARED
+
+
+@pytest.fixture
+def one_thread():
+    """Parity against goldens: the fixtures were made with 1 intra-op thread (reduction order)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def _load(rel: str):
+    from rsd_deploy import load_checkpoint
+
+    path = FIXTURES / rel
+    if not path.is_file():
+        pytest.skip(f"fixture {path} is absent")
+    return load_checkpoint(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_unet():
+    return _load("unet_tiny/state_dict.pth")
+
+
+@pytest.fixture(scope="session")
+def tiny_rsd():
+    return _load("rsd_student_tiny/state_dict.pth")
+
+
+@pytest.fixture(scope="session")
+def tiny_vq():
+    return _load("vq_tiny/state_dict.pth")
