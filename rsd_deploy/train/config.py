@@ -1,0 +1,235 @@
+"""Training configuration: nested dataclasses read from YAML, with ``key=value`` overrides.
+
+Every choice the published sources leave open (DISTILLATION.md 1.6, tagged [ours]) is a named
+field here with its default, so a run's saved config records it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type, TypeVar, get_type_hints
+
+import yaml
+
+from rsd_deploy.errors import RSDError
+from rsd_deploy.train.degradation import DegradationConfig
+
+
+class ConfigError(RSDError):
+    """A training config is missing, malformed or inconsistent."""
+
+    exit_code = 2
+
+
+class Method(str, enum.Enum):
+    RSD = "rsd"
+    SINSR = "sinsr"
+    TEACHER = "teacher"  # plain ResShift x0-MSE training
+
+
+@dataclass
+class DataConfig:
+    """Training data: ``hr_dirs`` (degraded on the fly) or ``lq_dir`` + ``gt_dir`` (paired)."""
+
+    hr_dirs: List[str] = field(default_factory=list)
+    lq_dir: Optional[str] = None
+    gt_dir: Optional[str] = None
+    gt_size: int = 256  # HR crop side (official: 256)
+    scale: int = 4
+    hflip: bool = True
+    workers: int = 0
+    length: Optional[int] = None  # samples per epoch for HR folders (default: one per image)
+    degradation: DegradationConfig = field(default_factory=DegradationConfig)
+
+
+@dataclass
+class ValConfig:
+    lq_dir: Optional[str] = None
+    gt_dir: Optional[str] = None
+    every: int = 1000
+    max_images: int = 32
+    batch_size: int = 8
+    seed: int = 12345
+
+
+@dataclass
+class OptimConfig:
+    iterations: int = 3000  # generator (student) iterations
+    batch_size: int = 64  # global effective batch per optimiser step (all ranks, all micro-batches)
+    micro_batch: int = 8  # per forward/backward
+    lr: float = 5e-5
+    betas: Tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = 0.0
+    warmup: int = 0  # linear LR warm-up iterations (SinSR: 5000)
+    grad_clip: Optional[float] = None
+    ema: float = 0.999
+    precision: str = "fp32"  # autocast for the trained nets: fp32 | bf16 | fp16
+    vq_fp16: bool = True  # run the frozen VQ in fp16 on CUDA (ignored on CPU)
+
+
+@dataclass
+class RSDConfig:
+    fake_updates: int = 5  # K fake-model steps per student step
+    student_nodes: List[int] = field(default_factory=lambda: [14, 10, 6, 2])  # [ours] N = 4 nodes
+    true_data: bool = True  # student inputs z_{t_n} from noised real latents (multistep_x_true)
+    generator_loss: str = "dmd"  # [ours] "dmd" surrogate (ii) or "exact" form (i) of DISTILLATION 1.6
+    sid_normalization: bool = True
+    t_power_ten_weight: bool = False  # normalize_generator_loss_by_t_power_ten (off in RSD.yaml)
+    t_min: int = 0  # [ours] t for teacher/fake evaluation ~ U{t_min..T-1}, w_t = 1
+    lpips_weight: float = 2.0
+    gan_weight: float = 3e-3
+    mse_weight: float = 0.0  # optional latent MSE to the GT (off in RSD.yaml)
+    disc_channels: int = 64  # [ours] conv head on the fake UNet bottleneck, non-saturating loss
+
+
+@dataclass
+class SinSRConfig:
+    distill_weight: float = 1.0
+    inverse_weight: float = 1.0  # learn_xT
+    gt_weight: float = 1.0  # finetune_use_gt
+
+
+@dataclass
+class LPIPSConfig:
+    weights: Optional[str] = None  # local LPIPS(VGG) file; never downloaded at run time
+    required: bool = True  # False: run continues without the LPIPS loss when weights are missing
+
+
+@dataclass
+class LogConfig:
+    every: int = 10
+    checkpoint_every: int = 500
+    sample_every: int = 500
+    tensorboard: bool = True
+    keep_checkpoints: int = 2
+
+
+@dataclass
+class TrainConfig:
+    method: Method = Method.RSD
+    output_dir: str = "runs/rsd"
+    seed: int = 123456
+    device: str = "auto"  # auto | cpu | cuda
+    teacher: Optional[str] = None  # checkpoint path, or "default" for the embedded demo teacher
+    vq: Optional[str] = None  # checkpoint path, or "default"
+    schedule: str = "v1"
+    unet: Optional[Dict[str, Any]] = None  # method=teacher without `teacher`: UNetConfig fields ("tiny"/"full" allowed)
+    data: DataConfig = field(default_factory=DataConfig)
+    val: ValConfig = field(default_factory=ValConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    rsd: RSDConfig = field(default_factory=RSDConfig)
+    sinsr: SinSRConfig = field(default_factory=SinSRConfig)
+    lpips: LPIPSConfig = field(default_factory=LPIPSConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+    def validate(self, world_size: int = 1) -> None:
+        if self.method != Method.TEACHER and not self.teacher:
+            raise ConfigError(f"method {self.method.value} needs `teacher:` (a ResShift checkpoint or 'default')")
+        if self.method == Method.TEACHER and not self.teacher and not self.unet:
+            raise ConfigError("method teacher needs `unet:` (architecture) or `teacher:` (initial weights)")
+        if not self.vq:
+            raise ConfigError("set `vq:` to the VQ-f4 autoencoder checkpoint (or 'default')")
+        if not self.data.hr_dirs and not (self.data.lq_dir and self.data.gt_dir):
+            raise ConfigError("set data.hr_dirs (HR folders) or data.lq_dir + data.gt_dir (paired folders)")
+        o = self.optim
+        per_step = o.micro_batch * world_size
+        if o.batch_size % per_step:
+            raise ConfigError(f"optim.batch_size {o.batch_size} must be a multiple of micro_batch x processes "
+                              f"= {o.micro_batch} x {world_size}")
+        if o.precision not in ("fp32", "bf16", "fp16"):
+            raise ConfigError(f"optim.precision must be fp32, bf16 or fp16, got {o.precision!r}")
+        if self.rsd.generator_loss not in ("dmd", "exact"):
+            raise ConfigError(f"rsd.generator_loss must be 'dmd' or 'exact', got {self.rsd.generator_loss!r}")
+        if self.rsd.fake_updates < 1:
+            raise ConfigError("rsd.fake_updates must be >= 1")
+        if self.data.gt_size % (self.data.scale * 4):
+            # the LR crop must be a whole number of latent pixels that the UNet can pad cheaply
+            raise ConfigError(f"data.gt_size {self.data.gt_size} must be a multiple of {self.data.scale * 4}")
+        self.data.degradation.validate()
+
+    @property
+    def accumulation(self) -> int:
+        """Micro-batches per optimiser step on each process (set by :meth:`validate`'s world size)."""
+        return self.optim.batch_size // self.optim.micro_batch
+
+    def to_dict(self) -> Dict[str, Any]:
+        return _to_plain(self)
+
+
+def _to_plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return {f.name: _to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, (list, tuple)):
+        return [_to_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _to_plain(v) for k, v in value.items()}
+    return value
+
+
+T = TypeVar("T")
+
+
+def _build(cls: Type[T], data: Mapping[str, Any], where: str) -> T:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where or 'config'} must be a mapping, got {type(data).__name__}")
+    hints = get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"unknown config key {where + '.' if where else ''}{unknown[0]}; allowed: {', '.join(sorted(names))}")
+    kwargs: Dict[str, Any] = {}
+    for name, value in data.items():
+        hint = hints[name]
+        key = f"{where}.{name}" if where else name
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, value or {}, key)  # type: ignore[arg-type]
+        elif hint is Method:
+            try:
+                kwargs[name] = Method(value)
+            except ValueError:
+                raise ConfigError(f"{key} must be one of {', '.join(m.value for m in Method)}, got {value!r}") from None
+        elif getattr(hint, "__origin__", None) is tuple and isinstance(value, list):
+            kwargs[name] = tuple(value)
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)  # type: ignore[call-arg]
+
+
+def apply_override(raw: Dict[str, Any], override: str) -> None:
+    """Apply one ``dotted.key=value`` (value parsed as YAML) to a raw config dict in place."""
+    if "=" not in override:
+        raise ConfigError(f"override {override!r} is not key=value (e.g. optim.lr=1e-4)")
+    key, text = override.split("=", 1)
+    value = yaml.safe_load(text) if text else None
+    node = raw
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {key}: {part} is not a section")
+    node[parts[-1]] = value
+
+
+def load_config(path: Optional[str | Path] = None, overrides: Sequence[str] = (),
+                raw: Optional[Dict[str, Any]] = None) -> TrainConfig:
+    """Read a YAML config (or a raw dict), apply ``key=value`` overrides, build the dataclasses."""
+    data: Dict[str, Any] = dict(raw or {})
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} not found; pass --config train/configs/<name>.yaml")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config {path} is not valid YAML ({str(exc).splitlines()[0]})") from None
+        data.update(loaded)
+    for item in overrides:
+        apply_override(data, item)
+    try:
+        return _build(TrainConfig, data, "")
+    except TypeError as exc:
+        raise ConfigError(f"bad config value: {exc}") from None

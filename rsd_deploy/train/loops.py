@@ -1,0 +1,378 @@
+"""The shared training loop: setup, data -> latents, method step, EMA, logging, validation, checkpoints.
+
+A *method* (``rsd.RSDMethod``, ``sinsr.SinSRMethod``, ``teacher.TeacherMethod``) owns its networks and
+optimisers and implements one optimiser iteration; :class:`Trainer` does everything around it.
+All training randomness (timesteps, noises) comes from one CPU ``torch.Generator`` whose state is
+checkpointed, and the data stream is positioned exactly, so ``--resume`` continues the same run.
+"""
+from __future__ import annotations
+
+import abc
+import contextlib
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rsd_deploy.errors import RSDError
+from rsd_deploy.models.schedule import Schedule
+from rsd_deploy.train import checkpointing
+from rsd_deploy.train.config import ConfigError, TrainConfig
+from rsd_deploy.train.data import BatchStream, DegradedHRDataset, LoaderState, PairedDataset
+from rsd_deploy.train.distributed import DistInfo, all_reduce_mean, barrier, init_distributed
+from rsd_deploy.train.ema import unwrap
+from rsd_deploy.train.losses import ScheduleTensors
+
+logger = logging.getLogger(__name__)
+
+
+def load_network(spec: str, what: str) -> nn.Module:
+    """A checkpoint path, or "default" for the embedded demo model's UNet / VQ."""
+    from rsd_deploy.checkpoint import load_checkpoint
+
+    if spec == "default":
+        from rsd_deploy.default_model import load_default_models
+
+        unet, vq, info = load_default_models()
+        if what == "vq":
+            return vq
+        if info["kind"] != "resshift-v1":
+            # the shipped default is a distilled student; its teacher ships next to it when present
+            from rsd_deploy.default_model import ASSETS
+
+            teacher_file = ASSETS / info.get("teacher", "")
+            if not info.get("teacher") or not teacher_file.is_file():
+                raise ConfigError("the embedded default model is a student with no teacher file; set teacher: to a "
+                                  "ResShift checkpoint")
+            return load_checkpoint(teacher_file)
+        return unet
+    path = Path(spec)
+    if not path.is_file():
+        raise ConfigError(f"{what} checkpoint {path} not found; fix `{what}:` in the config or pass {what}=PATH")
+    return load_checkpoint(path)
+
+
+@dataclass
+class Batch:
+    """One micro-batch in latent space. z0: E(HR); z_y: E(bicubic_x4(LR)); lq: LR in [-1, 1]; gt: HR image."""
+
+    z0: torch.Tensor
+    z_y: torch.Tensor
+    lq: torch.Tensor
+    gt: torch.Tensor
+
+
+class Method(abc.ABC):
+    """One training method. ``models`` / ``optimizers`` are checkpointed by name."""
+
+    models: Dict[str, nn.Module]
+    optimizers: Dict[str, torch.optim.Optimizer]
+
+    @abc.abstractmethod
+    def step(self, trainer: "Trainer", iteration: int) -> Dict[str, float]:
+        """Run one iteration (all its micro-batches and optimiser steps); return scalar logs."""
+
+    @abc.abstractmethod
+    def deployable(self) -> nn.Module:
+        """The network to validate and export (the EMA student / EMA teacher)."""
+
+    @property
+    def one_step(self) -> bool:
+        """Whether the deployable network samples in one step (students) or T steps (teacher)."""
+        return True
+
+
+class Trainer:
+    """Builds data, VQ, schedule and the method from a :class:`TrainConfig`; runs, logs, checkpoints."""
+
+    def __init__(self, cfg: TrainConfig, resume: Optional[str | Path] = None,
+                 dist_info: Optional[DistInfo] = None) -> None:
+        self.cfg = cfg
+        self.dist = dist_info or init_distributed(cfg.device)
+        cfg.validate(self.dist.world_size)
+        self.device = self.dist.device
+        self.accumulation = cfg.optim.batch_size // (cfg.optim.micro_batch * self.dist.world_size)
+        self.output_dir = Path(cfg.output_dir)
+        self.schedule = Schedule.preset(cfg.schedule)
+        self.sched = ScheduleTensors(self.schedule, self.device)
+        torch.manual_seed(cfg.seed + self.dist.rank)
+        self.generator = torch.Generator().manual_seed(cfg.seed * 7919 + self.dist.rank)
+        self.vq = load_network(cfg.vq, "vq").to(self.device).eval().requires_grad_(False)  # type: ignore[arg-type]
+        self.stream = BatchStream(self._dataset(), cfg.optim.micro_batch, cfg.seed, self.dist.rank,
+                                  self.dist.world_size, cfg.data.workers)
+        self.iteration = 0
+        self.history: List[Dict[str, float]] = []
+        from rsd_deploy.train import build_method
+
+        self.method = build_method(cfg, self)
+        self._writer = None
+        if resume is not None:
+            self.load(resume)
+
+    # ----------------------------------------------------------------- data
+    def _dataset(self):  # noqa: ANN202
+        d = self.cfg.data
+        if d.hr_dirs:
+            return DegradedHRDataset(d.hr_dirs, d.gt_size, d.scale, d.hflip, d.degradation, self.cfg.seed,
+                                     length=d.length)
+        return PairedDataset(d.lq_dir, d.gt_dir, d.gt_size // d.scale, d.scale, d.hflip, self.cfg.seed)  # type: ignore[arg-type]
+
+    @contextlib.contextmanager
+    def _vq_precision(self) -> Iterator[None]:
+        if self.device.type == "cuda" and self.cfg.optim.vq_fp16:
+            with torch.autocast("cuda", dtype=torch.float16):
+                yield
+        else:
+            yield
+
+    @torch.no_grad()
+    def encode(self, image: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) in [-1, 1] -> (B, 3, H/4, W/4) float32 latent (frozen VQ, fp16 on CUDA)."""
+        with self._vq_precision():
+            return self.vq.encode(image).float()  # type: ignore[operator]
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Latent -> image with a straight-through quantiser, so gradients reach z (LPIPS on student outputs)."""
+        with torch.no_grad():
+            z_q, _ = self.vq.quantize(z.float())  # type: ignore[operator]
+        z_st = z + (z_q - z).detach()
+        with self._vq_precision():
+            return self.vq.decode(z_st, quantize=False).float()  # type: ignore[operator]
+
+    def next_batch(self) -> Batch:
+        raw = self.stream.next()
+        lq, gt = raw["lq"].to(self.device), raw["gt"].to(self.device)
+        up = F.interpolate(lq, scale_factor=self.cfg.data.scale, mode="bicubic", align_corners=False)
+        return Batch(z0=self.encode(gt), z_y=self.encode(up), lq=lq, gt=gt)
+
+    def randn(self, shape: Tuple[int, ...]) -> torch.Tensor:
+        return torch.randn(shape, generator=self.generator).to(self.device)
+
+    def randint(self, low: int, high: int, n: int) -> torch.Tensor:
+        """(n,) int64 uniform on {low .. high} inclusive."""
+        return torch.randint(low, high + 1, (n,), generator=self.generator).to(self.device)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        p = self.cfg.optim.precision
+        if p == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if p == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def make_optimizer(self, params: Any) -> torch.optim.Optimizer:
+        o = self.cfg.optim
+        return torch.optim.AdamW(params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)  # type: ignore[arg-type]
+
+    def set_lr(self, optimizer: torch.optim.Optimizer, iteration: int) -> None:
+        o = self.cfg.optim
+        factor = min(1.0, (iteration + 1) / o.warmup) if o.warmup > 0 else 1.0
+        for group in optimizer.param_groups:
+            group["lr"] = o.lr * factor
+
+    def wrap_ddp(self, model: nn.Module, find_unused: bool = False) -> nn.Module:
+        if not self.dist.enabled:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=find_unused)
+
+    def accumulate(self, model: nn.Module, micro: int) -> contextlib.AbstractContextManager:
+        """Skip the DDP gradient all-reduce on all but the last micro-batch."""
+        if self.dist.enabled and micro < self.accumulation - 1 and hasattr(model, "no_sync"):
+            return model.no_sync()  # type: ignore[operator]
+        return contextlib.nullcontext()
+
+    def clip(self, model: nn.Module) -> None:
+        if self.cfg.optim.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), self.cfg.optim.grad_clip)
+
+    # ----------------------------------------------------------------- state
+    def state_dict(self) -> Dict[str, Any]:
+        return {
+            "step": self.iteration,
+            "config": self.cfg.to_dict(),
+            "world_size": self.dist.world_size,
+            "models": {k: unwrap(m).state_dict() for k, m in self.method.models.items()},
+            "optimizers": {k: o.state_dict() for k, o in self.method.optimizers.items()},
+            "rng": checkpointing.rng_state(self.generator),
+            "data": {"epoch": self.stream.state.epoch, "consumed": self.stream.state.consumed},
+            "history": self.history,
+        }
+
+    def load(self, path: str | Path) -> None:
+        state = checkpointing.load_training_state(Path(path))
+        if state["world_size"] != self.dist.world_size:
+            raise ConfigError(f"{state['path']} was written by {state['world_size']} processes; resume with the "
+                              f"same number (now {self.dist.world_size})")
+        saved_method = state["config"].get("method")
+        if saved_method != self.cfg.method.value:
+            raise ConfigError(f"{state['path']} is a {saved_method} run; this config trains {self.cfg.method.value}")
+        for name, model in self.method.models.items():
+            unwrap(model).load_state_dict(state["models"][name])
+        for name, opt in self.method.optimizers.items():
+            opt.load_state_dict(state["optimizers"][name])
+        checkpointing.restore_rng(state["rng"], self.generator)
+        self.stream.load_state(LoaderState(**state["data"]))
+        self.iteration = int(state["step"])
+        self.history = list(state.get("history", []))
+        logger.info("resumed from %s at iteration %d", state["path"], self.iteration)
+
+    def save(self) -> Optional[Path]:
+        if not self.dist.is_main:
+            return None
+        path = self.output_dir / "checkpoints" / f"step_{self.iteration:07d}.pt"
+        return checkpointing.save_training_state(path, self.state_dict(), keep=self.cfg.log.keep_checkpoints)
+
+    # ----------------------------------------------------------------- logging
+    def _tensorboard(self):  # noqa: ANN202
+        if self._writer is None and self.cfg.log.tensorboard and self.dist.is_main:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._writer = SummaryWriter(str(self.output_dir / "tensorboard"))
+            except ImportError:
+                logger.warning("tensorboard is not installed; scalars go to the console and metrics.jsonl only "
+                               "(pip install tensorboard)")
+                self.cfg.log.tensorboard = False
+        return self._writer
+
+    def log_scalars(self, logs: Dict[str, float]) -> None:
+        """Scalars to TensorBoard (when installed) and always to ``output_dir/metrics.jsonl``."""
+        if not logs or not self.dist.is_main:
+            return
+        import json
+
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.output_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(dict(logs, step=self.iteration)) + "\n")
+        writer = self._tensorboard()
+        if writer is not None:
+            for key, value in logs.items():
+                writer.add_scalar(key, value, self.iteration)
+
+    @torch.no_grad()
+    def write_samples(self, batch: Batch) -> None:
+        """A PNG (and TensorBoard image) of LR (bicubic) | output | HR for up to 4 validation crops."""
+        if not self.dist.is_main:
+            return
+        import cv2
+        import numpy as np
+
+        out = self.sample(self.method.deployable(), batch.z_y[:4], batch.lq[:4])
+        lr_up = F.interpolate(batch.lq[:4], scale_factor=self.cfg.data.scale, mode="bicubic", align_corners=False)
+        rows = torch.cat([torch.cat([lr_up, out, batch.gt[:4]], dim=3)], dim=0).clamp(-1, 1)
+        grid = torch.cat(list(rows), dim=1)  # (3, 4*H, 3*W)
+        img = ((grid.permute(1, 2, 0).cpu().numpy() + 1) * 127.5).round().astype(np.uint8)
+        folder = self.output_dir / "samples"
+        folder.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(folder / f"step_{self.iteration:07d}.png"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+        writer = self._tensorboard()
+        if writer is not None:
+            writer.add_image("samples/bicubic_output_hr", (grid + 1) / 2, self.iteration)
+
+    # ----------------------------------------------------------------- sampling / validation
+    @torch.no_grad()
+    def sample(self, net: nn.Module, z_y: torch.Tensor, lq: torch.Tensor, one_step: Optional[bool] = None,
+               seed: int = 0) -> torch.Tensor:
+        """Images in [-1, 1] from the deployable network (one step, or the full T-step sampler)."""
+        from rsd_deploy.models.sampler import sample_onestep, sample_resshift
+
+        one_step = self.method.one_step if one_step is None else one_step
+        gen = torch.Generator(device=z_y.device).manual_seed(seed)
+        fn = sample_onestep if one_step else sample_resshift
+        z = fn(net, self.schedule, z_y, lq, generator=gen)
+        with self._vq_precision():
+            return self.vq.decode(z).float()  # type: ignore[operator]
+
+    @torch.no_grad()
+    def validate(self) -> Dict[str, float]:
+        v = self.cfg.val
+        if not (v.lq_dir and v.gt_dir) or not self.dist.is_main:
+            return {}
+        from rsd_deploy.train.evaluate import evaluate_pairs
+
+        metrics = evaluate_pairs(self.method.deployable(), self.vq, self.schedule, v.lq_dir, v.gt_dir,
+                                 one_step=self.method.one_step, max_images=v.max_images, seed=v.seed,
+                                 device=self.device)
+        logs = {f"val/{k}": float(metrics[k]) for k in ("psnr", "ssim", "lpips") if metrics.get(k) is not None}
+        logger.info("validation at %d: %s", self.iteration, ", ".join(f"{k} {val:.4f}" for k, val in logs.items()))
+        return logs
+
+    # ----------------------------------------------------------------- loop
+    def run(self, max_iterations: Optional[int] = None,
+            callback: Optional[Callable[[int, Dict[str, float]], None]] = None) -> Optional[Path]:
+        """Train to ``optim.iterations`` (or stop after ``max_iterations`` more, e.g. in tests).
+
+        Returns the exported deployable checkpoint path when training completed, else None.
+        """
+        from tqdm import tqdm
+
+        cfg = self.cfg
+        end = cfg.optim.iterations if max_iterations is None else min(cfg.optim.iterations,
+                                                                       self.iteration + max_iterations)
+        bar = tqdm(total=cfg.optim.iterations, initial=self.iteration, disable=not self.dist.is_main,
+                   desc=f"rsd-train {cfg.method.value}", dynamic_ncols=True)
+        started, first = time.time(), self.iteration
+        while self.iteration < end:
+            logs = self.method.step(self, self.iteration)
+            if not all(math.isfinite(v) for v in logs.values()):
+                raise RSDError(f"a loss became non-finite at iteration {self.iteration} ({logs}); lower optim.lr "
+                               "or use precision fp32")
+            self.iteration += 1
+            logs = {k: float(all_reduce_mean(torch.tensor(v, device=self.device))) for k, v in logs.items()}
+            self.history.append(dict(logs, step=self.iteration))
+            if callback is not None:
+                callback(self.iteration, logs)
+            speed = (self.iteration - first) / max(time.time() - started, 1e-9)
+            bar.update(1)
+            bar.set_postfix({k.split("/")[-1]: f"{v:.4g}" for k, v in list(logs.items())[:4]} | {"it/s": f"{speed:.2f}"})
+            if self.iteration % cfg.log.every == 0 or self.iteration == end:
+                self.log_scalars(logs)
+                logger.info("iteration %d %s (%.2f it/s)", self.iteration,
+                            " ".join(f"{k} {v:.5g}" for k, v in logs.items()), speed)
+            if cfg.val.every and self.iteration % cfg.val.every == 0:
+                self.log_scalars(self.validate())
+            if cfg.log.sample_every and self.iteration % cfg.log.sample_every == 0:
+                self.write_samples(self.next_val_batch())
+            if cfg.log.checkpoint_every and self.iteration % cfg.log.checkpoint_every == 0:
+                self.save()
+                barrier()
+        bar.close()
+        if self.iteration >= cfg.optim.iterations:
+            if cfg.log.checkpoint_every and self.iteration % cfg.log.checkpoint_every:
+                self.save()
+            return self.export()
+        return None
+
+    def next_val_batch(self) -> Batch:
+        """A fixed, small batch for sample images: the first validation pairs, else a training batch."""
+        v = self.cfg.val
+        if v.lq_dir and v.gt_dir:
+            ds = PairedDataset(v.lq_dir, v.gt_dir, lq_size=self.cfg.data.gt_size // self.cfg.data.scale,
+                               scale=self.cfg.data.scale, hflip=False, seed=v.seed)
+            items = [ds[i] for i in range(min(4, len(ds)))]
+            lq = torch.stack([x["lq"] for x in items]).to(self.device)
+            gt = torch.stack([x["gt"] for x in items]).to(self.device)
+            up = F.interpolate(lq, scale_factor=self.cfg.data.scale, mode="bicubic", align_corners=False)
+            return Batch(self.encode(gt), self.encode(up), lq, gt)
+        return self.next_batch()
+
+    def export(self) -> Optional[Path]:
+        """The deployable network (EMA) as ``output_dir/<method>_ema.safetensors``."""
+        if not self.dist.is_main:
+            return None
+        net = unwrap(self.method.deployable())
+        path = self.output_dir / f"{self.cfg.method.value}_ema.safetensors"
+        return checkpointing.export_model(net, path, {"method": self.cfg.method.value, "iteration": self.iteration,
+                                                      "schedule": self.cfg.schedule, "seed": self.cfg.seed})
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
