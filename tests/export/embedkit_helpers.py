@@ -1,0 +1,257 @@
+"""Helpers for the embedding-kit tests (bundle schema, C++ runner, Triton repository).
+
+``write_synthetic_bundle`` writes a small but complete bundle: three ONNX graphs with exactly the
+I/O of :mod:`rsd_deploy.export.specs` (real convolutions, pooling, depth-to-space; random fixed
+weights) and a manifest in the schema's format. It needs no trained model and no exporter, so the
+C++/Triton plumbing is tested on its own; tests against real exports use ``export_models``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, Optional
+
+import numpy as np
+
+from rsd_deploy.export.specs import decoder_spec, denoiser_spec, encoder_spec
+
+REPO = Path(__file__).resolve().parents[2]
+CPP_DIR = REPO / "export" / "cpp"
+OPSET = 17
+V1_STEPS, V1_KAPPA, V1_SQRT_ETA_T = 15, 2.0, 0.99
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def synthetic_graphs(noise_channels: int, kappa: float, sqrt_eta_t: float, seed: int = 0) -> Dict[str, "object"]:
+    """{submodel: onnx.ModelProto} with the specs' I/O names, dynamic batch/H/W, fp32."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    prior_std = kappa * sqrt_eta_t
+    input_scale = 1.0 / math.sqrt(kappa ** 2 * sqrt_eta_t ** 2 + 1.0)
+
+    def io(name: str, channels: int, suffix: str = ""):
+        return helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", channels, "height" + suffix,
+                                                                       "width" + suffix])
+
+    def weight(name: str, shape, scale: float):
+        return numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32), name)
+
+    def scalar(name: str, value: float):
+        return numpy_helper.from_array(np.array(value, np.float32), name)
+
+    encoder = helper.make_graph(
+        [helper.make_node("AveragePool", ["image"], ["pooled"], kernel_shape=[4, 4], strides=[4, 4]),
+         helper.make_node("Conv", ["pooled", "enc_w"], ["latent"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])],
+        "encoder", [io("image", 3, "_x4")], [io("latent", 3)], [weight("enc_w", (3, 3, 3, 3), 0.3)])
+
+    cat_inputs = ["scaled", "lq"] + (["noise"] if noise_channels else [])
+    den_inputs = [io("z_y", 3), io("prior_noise", 3), io("lq", 3)] + ([io("noise", noise_channels)]
+                                                                      if noise_channels else [])
+    denoiser = helper.make_graph(
+        [helper.make_node("Mul", ["prior_noise", "prior_std"], ["scaled_prior"]),
+         helper.make_node("Add", ["z_y", "scaled_prior"], ["z_t"]),
+         helper.make_node("Mul", ["z_t", "input_scale"], ["scaled"]),
+         helper.make_node("Concat", cat_inputs, ["cat"], axis=1),
+         helper.make_node("Conv", ["cat", "den_w"], ["conv"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+         helper.make_node("Tanh", ["conv"], ["mixed"]),
+         helper.make_node("Add", ["mixed", "scaled"], ["x0"])],
+        "denoiser", den_inputs, [io("x0", 3)],
+        [scalar("prior_std", prior_std), scalar("input_scale", input_scale),
+         weight("den_w", (3, 6 + noise_channels, 3, 3), 0.2)])
+
+    decoder = helper.make_graph(
+        [helper.make_node("Conv", ["latent", "dec_w"], ["features"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+         helper.make_node("DepthToSpace", ["features"], ["image"], blocksize=4, mode="CRD")],
+        "decoder", [io("latent", 3)], [io("image", 3, "_x4")], [weight("dec_w", (48, 3, 3, 3), 0.4)])
+
+    models = {}
+    for name, graph in (("encoder", encoder), ("denoiser", denoiser), ("decoder", decoder)):
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                                  producer_name="rsd-deploy-tests")
+        model.ir_version = 8
+        onnx.checker.check_model(model)
+        models[name] = model
+    return models
+
+
+def manifest_dict(graph_files: Dict[str, Path], bundle: Path, *, multiple: int, noise_channels: int,
+                  tile: int = 64, overlap: int = 16, kind: str = "rsd") -> dict:
+    """A schema-1.0 manifest for the given fp32 graph files (relative to ``bundle``)."""
+    specs = {"encoder": encoder_spec(multiple), "denoiser": denoiser_spec(multiple, noise_channels),
+             "decoder": decoder_spec(multiple)}
+    graphs = {}
+    for name, spec in specs.items():
+        path = graph_files[name]
+        graphs[name] = {"spec": spec.to_dict(), "variants": {"fp32": {
+            "file": path.name, "sha256": _sha256(path), "external_data": [], "bytes": path.stat().st_size,
+            "opset": OPSET, "precision_recipe": {"tool": "onnx.helper (synthetic test graph)", "kept_fp32": ["*"]}}}}
+    return {
+        "schema_version": "1.0",
+        "toolkit": {"name": "rsd-deploy", "version": "0.1.0"},
+        "created_utc": "2026-11-26T05:00:00Z",
+        "model": {"kind": kind, "demo": True, "noise_channels": noise_channels, "unet_checkpoint": None,
+                  "vq_checkpoint": None},
+        "diffusion": {"steps": V1_STEPS, "timestep": V1_STEPS - 1, "kappa": V1_KAPPA, "sqrt_eta_T": V1_SQRT_ETA_T,
+                      "prior_std": V1_KAPPA * V1_SQRT_ETA_T,
+                      "input_scale": 1.0 / math.sqrt(V1_KAPPA ** 2 * V1_SQRT_ETA_T ** 2 + 1.0),
+                      "scale_factor": 1.0, "sf": 4},
+        "preprocess": {"color": "RGB", "layout": "NCHW", "range": [-1.0, 1.0], "latent_multiple": multiple,
+                       "pad": "reflect, replicate when a side is too small",
+                       "upsample": {"mode": "bicubic", "a": -0.75, "align_corners": False, "antialias": False,
+                                    "where": "host"}},
+        "postprocess": {"clamp": [-1.0, 1.0], "to_uint8": "round((x + 1) * 127.5)"},
+        "tiling": {"tile": tile, "overlap": overlap, "units": "LR pixels", "blend": "feathered"},
+        "graphs": graphs,
+        "engines": {},
+        "accuracy_report": None,
+        "versions": {"torch": None, "onnx": None, "onnxruntime": None, "tensorrt": None},
+    }
+
+
+def write_synthetic_bundle(bundle: Path, *, multiple: int = 16, noise_channels: int = 1, tile: int = 32,
+                           overlap: int = 8, sqrt_eta_t: Optional[float] = None) -> dict:
+    """Write graphs + manifest.json into ``bundle``; returns the manifest dict."""
+    import onnx
+
+    bundle.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for name, model in synthetic_graphs(noise_channels, V1_KAPPA, sqrt_eta_t or V1_SQRT_ETA_T).items():
+        files[name] = bundle / f"{name}.onnx"
+        onnx.save(model, str(files[name]))
+    manifest = manifest_dict(files, bundle, multiple=multiple, noise_channels=noise_channels, tile=tile,
+                             overlap=overlap)
+    (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
+# ------------------------------------------------------------------------------------------- C++ build
+def cpp_toolchain_missing() -> Optional[str]:
+    """Why the C++ runner cannot be built here, or None."""
+    for tool in ("cmake", "c++"):
+        if shutil.which(tool) is None:
+            return f"{tool} not found (apt-get install cmake g++)"
+    if not any(Path(p).is_dir() for p in ("/usr/include/nlohmann", "/usr/local/include/nlohmann")):
+        return "nlohmann/json headers not found (apt-get install nlohmann-json3-dev)"
+    if not any(Path(p, "stb_image.h").is_file() for p in ("/usr/include/stb", "/usr/local/include/stb")):
+        return "stb_image.h not found (apt-get install libstb-dev)"
+    return None
+
+
+def ort_headers_missing() -> Optional[str]:
+    env = os.environ.get("ONNXRUNTIME_INCLUDE_DIR")
+    candidates = ([Path(env)] if env else []) + [Path("/usr/local/include/onnxruntime"),
+                                                  Path("/usr/include/onnxruntime")]
+    if any((c / "onnxruntime_cxx_api.h").is_file() for c in candidates):
+        return None
+    return ("ONNX Runtime C++ headers not found (run export/cpp/scripts/fetch_ort_headers.sh "
+            "or set ONNXRUNTIME_INCLUDE_DIR)")
+
+
+def build_cpp(build_dir: Path, timeout: float = 600.0) -> Dict[str, Path]:
+    """Configure + build export/cpp (Release, ONNX Runtime required); returns the executables."""
+    generator = ["-G", "Ninja"] if shutil.which("ninja") else []
+    configure = ["cmake", "-S", str(CPP_DIR), "-B", str(build_dir), *generator, "-DCMAKE_BUILD_TYPE=Release",
+                 "-DRSD_WITH_ONNXRUNTIME=ON", f"-DPython3_EXECUTABLE={sys.executable}"]
+    if os.environ.get("ONNXRUNTIME_INCLUDE_DIR"):
+        configure.append(f"-DONNXRUNTIME_INCLUDE_DIR={os.environ['ONNXRUNTIME_INCLUDE_DIR']}")
+    for cmd in (configure, ["cmake", "--build", str(build_dir), "-j", "2"]):
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return {"rsd_upscale": build_dir / "rsd_upscale", "rsd_ops": build_dir / "rsd_ops"}
+
+
+def save_npy(path: Path, array: np.ndarray) -> Path:
+    np.save(path, np.ascontiguousarray(array, dtype=np.float32))
+    return path
+
+
+# ------------------------------------------------------------------- Python reference over the bundle
+def ort_bundle_backend(bundle: Path, threads: int = 1):
+    """A minimal ONNX Runtime :class:`Backend` over a bundle's fp32 graphs, for reference runs.
+
+    The denoiser graph forms z_T = z_y + prior_std * prior_noise itself; the pipeline hands the
+    backend z_T already, so it is fed as z_y with a zero prior_noise (exact: x + 0 == x).
+    """
+    import onnxruntime as ort
+    import torch
+
+    from rsd_deploy.backends.base import Backend
+
+    manifest = json.loads((bundle / "manifest.json").read_text())
+
+    def session(name: str):
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        file = bundle / manifest["graphs"][name]["variants"]["fp32"]["file"]
+        return ort.InferenceSession(str(file), options, providers=["CPUExecutionProvider"])
+
+    class _OrtBundleBackend(Backend):
+        name = "onnxruntime-bundle-test"
+        supported_steps = frozenset({manifest["diffusion"]["timestep"]})
+
+        def __init__(self) -> None:
+            self.sessions = {n: session(n) for n in ("encoder", "denoiser", "decoder")}
+
+        @property
+        def device(self) -> torch.device:
+            return torch.device("cpu")
+
+        def _run(self, name: str, feeds: Dict[str, torch.Tensor]) -> torch.Tensor:
+            arrays = {k: v.detach().cpu().numpy().astype(np.float32) for k, v in feeds.items()}
+            return torch.from_numpy(self.sessions[name].run(None, arrays)[0])
+
+        def encode(self, image):
+            return self._run("encoder", {"image": image})
+
+        def denoise(self, z_t, step, lq, noise=None):
+            feeds = {"z_y": z_t, "prior_noise": torch.zeros_like(z_t), "lq": lq}
+            if noise is not None:
+                feeds["noise"] = noise
+            return self._run("denoiser", feeds)
+
+        def decode(self, z):
+            return self._run("decoder", {"latent": z})
+
+    return _OrtBundleBackend(), manifest
+
+
+def python_pipeline(bundle: Path, *, tile: Optional[int], overlap: int, seed: int):
+    """The project's SRPipeline over ``ort_bundle_backend(bundle)``."""
+    from rsd_deploy.models import Schedule
+    from rsd_deploy.pipeline.sr_pipeline import ModelInfo, ModelKind, SRPipeline, TileConfig
+
+    backend, manifest = ort_bundle_backend(bundle)
+    kind = ModelKind(manifest["model"]["kind"])
+    info = ModelInfo(kind=kind, schedule=Schedule.preset(kind.schedule_preset),
+                     input_multiple=manifest["preprocess"]["latent_multiple"],
+                     noise_channels=manifest["model"]["noise_channels"])
+    return SRPipeline(backend, info, TileConfig(tile=tile, overlap=overlap, batch=1), seed=seed)
+
+
+def global_noise(seed: int, extent, noise_channels: int):
+    """The pipeline's position-keyed noise over the latent grid [0, Hn) x [0, Wn) (numpy arrays)."""
+    from rsd_deploy.pipeline.noise import draw_region_noise
+
+    noise = draw_region_noise(seed, 0, 0, extent[0], extent[1], noise_channels=noise_channels)
+    return noise.prior.numpy(), None if noise.student is None else noise.student.numpy()
+
+
+def noise_extent(height: int, width: int, tile: Optional[int], overlap: int, multiple: int):
+    """(Hn, Wn) of latent grid that every padded tile of the pipeline's plan reads."""
+    from rsd_deploy.pipeline.tiling import TilePlan
+
+    plan = TilePlan.build(height, width, tile, overlap)
+    up = lambda v: -(-v // multiple) * multiple  # noqa: E731
+    return plan.ys[-1] + up(plan.tile_h), plan.xs[-1] + up(plan.tile_w)
