@@ -1,0 +1,144 @@
+"""Real-image data for INT8 calibration and accuracy reports.
+
+LR crops come from image folders (default: ``shared/data/imagenet_val_sr/lq`` and crops of
+``shared/data/realset65``). Each graph is calibrated on the inputs it really sees in the pipeline:
+the encoder on bicubic-x4 LR crops, the denoiser on the fp32 encoder's z_y plus real prior noise
+(and the RSD noise map) and the LR crop, the decoder on the fp32 denoiser's x0.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from rsd_deploy.errors import ConfigError, ImageIOError
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def shared_data_dir() -> Optional[Path]:
+    """``shared/data`` beside the repository (or working directory), if present."""
+    here = Path(__file__).resolve()
+    for base in [*here.parents, Path.cwd(), *Path.cwd().parents]:
+        cand = base / "shared" / "data"
+        if cand.is_dir():
+            return cand
+    return None
+
+
+def default_calibration_dirs() -> List[Path]:
+    data = shared_data_dir()
+    if data is None:
+        return []
+    return [d for d in (data / "imagenet_val_sr" / "lq", data / "realset65") if d.is_dir()]
+
+
+def list_images(folder: Path) -> List[Path]:
+    if not folder.is_dir():
+        raise ConfigError(f"calibration folder {folder} does not exist; pass --calib DIR with LR images")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ConfigError(f"calibration folder {folder} has no images ({', '.join(IMAGE_SUFFIXES)})")
+    return files
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """(H, W, 3) float32 RGB in [-1, 1] (grey -> 3 channels, alpha dropped)."""
+    import cv2
+
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise ImageIOError(f"cannot read image {path}; check the file or remove it from the folder")
+    scale = 65535.0 if img.dtype == np.uint16 else 255.0
+    if img.ndim == 2:
+        img = np.stack([img] * 3, axis=-1)
+    elif img.shape[2] == 4:
+        img = img[:, :, :3]
+    rgb = img[:, :, ::-1].astype(np.float32) / scale
+    return rgb * 2.0 - 1.0
+
+
+def lr_crops(folders: Sequence[Path], size: int, count: int, seed: int = 0) -> List[np.ndarray]:
+    """``count`` LR crops (1, 3, size, size) float32 in [-1, 1], taken round-robin from the folders.
+
+    A deterministic crop position per image (``seed``); images smaller than ``size`` are skipped.
+    """
+    rng = np.random.default_rng(seed)
+    per_folder = [list_images(Path(f)) for f in folders]
+    crops: List[np.ndarray] = []
+    index = 0
+    while len(crops) < count and any(index < len(files) for files in per_folder):
+        for files in per_folder:
+            if index >= len(files) or len(crops) >= count:
+                continue
+            img = read_rgb(files[index])
+            h, w = img.shape[:2]
+            if h < size or w < size:
+                continue
+            y = int(rng.integers(0, h - size + 1))
+            x = int(rng.integers(0, w - size + 1))
+            crops.append(np.ascontiguousarray(img[y:y + size, x:x + size].transpose(2, 0, 1)[None]))
+        index += 1
+    if not crops:
+        raise ConfigError(f"no image of at least {size}x{size} px in {', '.join(map(str, folders))}; "
+                          f"add larger images or lower --opt-shape")
+    return crops
+
+
+def bicubic_x4(lr: torch.Tensor) -> torch.Tensor:
+    """The pipeline's host-side upsampling (PyTorch bicubic, a = -0.75, no antialias, no clamp)."""
+    return F.interpolate(lr, scale_factor=4, mode="bicubic", align_corners=False, antialias=False)
+
+
+@dataclass
+class PipelineSample:
+    """All inputs and fp32 PyTorch outputs of one image through the one-step pipeline (numpy, batch 1)."""
+
+    lq: np.ndarray
+    image: np.ndarray  # bicubic-x4 LR: the encoder input
+    z_y: np.ndarray
+    prior_noise: np.ndarray
+    noise: Optional[np.ndarray]
+    x0: np.ndarray
+    sr: np.ndarray  # decoder output, not clamped
+
+    def feeds(self, graph: str) -> Dict[str, np.ndarray]:
+        if graph == "encoder":
+            return {"image": self.image}
+        if graph == "denoiser":
+            d = {"z_y": self.z_y, "prior_noise": self.prior_noise, "lq": self.lq}
+            if self.noise is not None:
+                d["noise"] = self.noise
+            return d
+        if graph == "decoder":
+            return {"latent": self.x0}
+        raise KeyError(graph)
+
+    def reference(self, graph: str) -> np.ndarray:
+        return {"encoder": self.z_y, "denoiser": self.x0, "decoder": self.sr}[graph]
+
+
+@torch.inference_mode()
+def reference_samples(modules: Dict[str, torch.nn.Module], crops: Sequence[np.ndarray], noise_channels: int,
+                      seed: int = 0) -> List[PipelineSample]:
+    """Run the fp32 PyTorch graph modules (EncoderGraph, DenoiserGraph, DecoderGraph) on each crop."""
+    gen = torch.Generator().manual_seed(seed)
+    samples = []
+    for lr in crops:
+        lq = torch.from_numpy(lr)
+        image = bicubic_x4(lq)
+        z_y = modules["encoder"](image)
+        prior = torch.randn(z_y.shape, generator=gen)
+        noise = torch.randn((z_y.shape[0], noise_channels, *z_y.shape[2:]), generator=gen) if noise_channels else None
+        x0 = modules["denoiser"](z_y, prior, lq, noise) if noise is not None else modules["denoiser"](z_y, prior, lq)
+        sr = modules["decoder"](x0)
+        samples.append(PipelineSample(lq=lr, image=image.numpy(), z_y=z_y.numpy(), prior_noise=prior.numpy(),
+                                      noise=None if noise is None else noise.numpy(), x0=x0.numpy(), sr=sr.numpy()))
+    return samples

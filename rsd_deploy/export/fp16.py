@@ -1,0 +1,123 @@
+"""FP16 pre-pass: cast an FP32 graph to FP16 with FP32 I/O and the numerically sensitive ops kept FP32.
+
+TensorRT (strongly typed) and ONNX Runtime take precision from the graph, so this graph *is* the FP16
+deployment decision. The cast is done by ``onnxconverter-common``'s maintained converter
+(``convert_float_to_float16``): it inserts the Cast pairs around every blocked node and keeps the
+graph I/O in float32 (``keep_io_types``). ModelOpt AutoCast does the same job; the converter was
+preferred because it is a plain wheel with no CUDA-flavoured dependencies and gives a fully explicit
+block list that the manifest can record.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Dict, List, Sequence, Tuple
+
+logger = logging.getLogger(__name__)
+
+#: op types kept FP32 everywhere: normalisation statistics (GroupNorm exports as Reshape +
+#: InstanceNormalization at opset 17, GroupNormalization at 18; the decomposed form uses
+#: ReduceMean/Pow/Sqrt), softmax (attention probabilities), the codebook ArgMin, and the ops
+#: onnxconverter-common itself cannot run in FP16 (Resize, Range, ...).
+FP32_OP_TYPES: Tuple[str, ...] = (
+    "InstanceNormalization", "GroupNormalization", "LayerNormalization",
+    "ReduceMean", "Pow", "Sqrt", "Softmax", "ArgMin",
+)
+#: node-name prefixes kept FP32 as a whole: the VQ quantiser (|z|^2 + |e|^2 - 2 z.e, ArgMin, Gather),
+#: because a half-precision distance flips near-tie codes (MODEL_SPEC.md section 4).
+FP32_NODE_PREFIXES: Tuple[str, ...] = ("/quantize/", "/vq/quantize/")
+
+
+@dataclass
+class PrecisionRecipe:
+    """What the FP16 pass did, for the manifest (``precision_recipe``)."""
+
+    tool: str
+    kept_fp32: List[str] = field(default_factory=list)
+    kept_fp32_op_types: List[str] = field(default_factory=list)
+    kept_fp32_nodes: List[str] = field(default_factory=list)
+    node_counts: Dict[str, int] = field(default_factory=dict)
+    options: Dict[str, object] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "tool": self.tool,
+            "kept_fp32": self.kept_fp32,
+            "kept_fp32_op_types": self.kept_fp32_op_types,
+            "kept_fp32_nodes": self.kept_fp32_nodes,
+            "node_counts": self.node_counts,
+            "options": self.options,
+        }
+
+
+def _node_prefix_matches(name: str, prefixes: Sequence[str]) -> bool:
+    return any(name.startswith(p) for p in prefixes)
+
+
+def convert_to_fp16(model, extra_fp32_op_types: Sequence[str] = (), extra_fp32_nodes: Sequence[str] = ()):
+    """FP32 ``onnx.ModelProto`` -> (FP16 ModelProto with FP32 I/O, PrecisionRecipe).
+
+    Kept FP32: every node whose op type is in :data:`FP32_OP_TYPES` (+ extra), every node whose name
+    starts with a :data:`FP32_NODE_PREFIXES` entry, and the named ``extra_fp32_nodes``.
+    """
+    import onnxconverter_common
+    from onnxconverter_common import float16
+
+    from rsd_deploy.errors import ExportError
+
+    op_types_present = Counter(n.op_type for n in model.graph.node)
+    fp32_ops = list(dict.fromkeys(list(FP32_OP_TYPES) + list(extra_fp32_op_types)))
+    block_ops = list(dict.fromkeys(list(float16.DEFAULT_OP_BLOCK_LIST) + fp32_ops))
+    block_nodes = [n.name for n in model.graph.node
+                   if _node_prefix_matches(n.name, FP32_NODE_PREFIXES) or n.name in set(extra_fp32_nodes)]
+    # stale value_info (from the exporter / onnxslim shape inference) makes the converter keep fp32
+    # types on tensors it retypes: drop it and let the converter infer types afresh
+    model = copy.deepcopy(model)
+    del model.graph.value_info[:]
+    try:
+        converted = float16.convert_float_to_float16(model, keep_io_types=True, op_block_list=block_ops,
+                                                     node_block_list=block_nodes, disable_shape_infer=False)
+    except Exception as exc:
+        raise ExportError(f"FP16 conversion failed ({type(exc).__name__}: {exc}); "
+                          "export FP32 only or report the failing op") from exc
+    kept_types = sorted(t for t in block_ops if t in op_types_present)
+    n_half = sum(1 for n in converted.graph.node if n.op_type != "Cast") - sum(op_types_present[t] for t in kept_types)
+    recipe = PrecisionRecipe(
+        tool=f"onnxconverter-common {onnxconverter_common.__version__} convert_float_to_float16",
+        kept_fp32=kept_types + block_nodes,
+        kept_fp32_op_types=kept_types,
+        kept_fp32_nodes=block_nodes,
+        node_counts={"total": len(converted.graph.node),
+                     "cast": sum(1 for n in converted.graph.node if n.op_type == "Cast"),
+                     "kept_fp32": sum(op_types_present[t] for t in kept_types) + len(block_nodes),
+                     "fp16_compute_estimate": max(n_half - len(block_nodes), 0)},
+        options={"keep_io_types": True, "min_positive_val": 1e-7, "max_finite_val": 1e4},
+    )
+    logger.info("fp16: kept %d node(s) fp32 (%s)", recipe.node_counts["kept_fp32"], ", ".join(kept_types))
+    return converted, recipe
+
+
+def fp32_compute_nodes(model) -> List[str]:
+    """Names of non-Cast nodes whose first float input is float32 in a converted graph (for tests).
+
+    Uses ONNX shape inference for value types; I/O and initializers are included.
+    """
+    import onnx
+    from onnx import TensorProto
+
+    inferred = onnx.shape_inference.infer_shapes(model)
+    types: Dict[str, int] = {}
+    for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
+        types[vi.name] = vi.type.tensor_type.elem_type
+    for init in inferred.graph.initializer:
+        types[init.name] = init.data_type
+    names = []
+    for node in inferred.graph.node:
+        if node.op_type == "Cast":
+            continue
+        float_inputs = [types.get(i) for i in node.input if types.get(i) in (TensorProto.FLOAT, TensorProto.FLOAT16)]
+        if float_inputs and float_inputs[0] == TensorProto.FLOAT:
+            names.append(node.name)
+    return names
