@@ -370,7 +370,11 @@ class FakeContext:
         if self._session is None:
             import onnxruntime as ort
 
-            self._session = ort.InferenceSession(self.engine.plan["onnx"], providers=["CPUExecutionProvider"])
+            options = ort.SessionOptions()
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+            options.intra_op_num_threads = 1
+            self._session = ort.InferenceSession(self.engine.plan["onnx"], options,
+                                                 providers=["CPUExecutionProvider"])
         return self._session
 
     def get_tensor_shape(self, name: str) -> Dims:
