@@ -131,8 +131,9 @@ def write_synthetic_bundle(bundle: Path, *, multiple: int = 16, noise_channels: 
         onnx.save(model, str(files[name]))
     manifest = manifest_dict(files, bundle, multiple=multiple, noise_channels=noise_channels, tile=tile,
                              overlap=overlap)
-    (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    return manifest
+    text = json.dumps(manifest, indent=2)
+    (bundle / "manifest.json").write_text(text)
+    return json.loads(text)  # as a reader sees it (tuples become lists)
 
 
 # ------------------------------------------------------------------------------------------- C++ build
