@@ -1,0 +1,363 @@
+"""Run the benchmark: every contender on every backend variant, same inputs, same device.
+
+One run = the whole SR computation on tensors already in memory (no image I/O): bicubic x4 of
+the LR -> encode -> prior (and RSD noise map) -> T denoiser calls with the posterior update ->
+quantise + decode -> clamp. The three networks are reached only through the ``Backend`` interface
+(rsd_deploy/backends/base.py), so stage times are separable; everything else is host work.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from rsd_deploy.backends.base import Backend
+from rsd_deploy.bench.contenders import (
+    CONTENDERS, Contender, BackendVariant, ModelSet, checkpoint_models, parse_backend_variant, parse_contenders,
+    random_models, schedule_for, steps_for, unavailable_reason,
+)
+from rsd_deploy.bench.timer import DeviceTimer, NullRecorder, measure
+from rsd_deploy.errors import RSDError, ShapeError
+
+logger = logging.getLogger(__name__)
+
+Size = Tuple[int, int]  # LR (height, width)
+
+
+@dataclass
+class BenchConfig:
+    """Everything a benchmark run depends on; stored verbatim in results.json."""
+
+    contenders: Tuple[str, ...] = ("rsd", "sinsr", "resshift-v3", "resshift-v1")
+    backends: Tuple[str, ...] = ("torch-fp32",)
+    device: str = "cpu"
+    sizes: Tuple[Size, ...] = ((64, 64),)  # LR sizes; SR is 4x
+    batch: int = 1
+    warmup: int = 1
+    repeats: int = 3
+    arch: str = "full"  # random-weight architecture when no checkpoints are given: full | tiny
+    checkpoints: Dict[str, str] = field(default_factory=dict)  # contender key -> UNet checkpoint
+    vq: Optional[str] = None  # VQ autoencoder checkpoint (required with checkpoints)
+    onnx_dir: Optional[str] = None  # pre-exported graphs: DIR/<contender>/<precision>/ (else exported on the fly)
+    engine_dir: Optional[str] = None  # TensorRT engines: DIR/<contender>/
+    tile: Optional[int] = None  # LR tile size: sizes above it run tiled through the SR pipeline
+    tile_overlap: int = 16
+    quality_lr: Optional[str] = None  # folder of LR images for the quality side
+    quality_hr: Optional[str] = None  # matching HR images (same file stems), optional
+    quality_limit: int = 8
+    seed: int = 0
+    threads: Optional[int] = None  # torch intra-op threads on the CPU (None: leave as is)
+    output: str = "bench-results"
+
+    def validate(self) -> None:
+        if not self.contenders:
+            raise RSDError("no contenders selected; use --contender rsd (and others)")
+        parse_contenders(self.contenders)
+        for b in self.backends:
+            parse_backend_variant(b, self.device)
+        if self.batch < 1 or self.repeats < 1 or self.warmup < 0:
+            raise RSDError("batch and repeats must be >= 1 and warmup >= 0")
+        for h, w in self.sizes:
+            if h < 1 or w < 1:
+                raise ShapeError(f"LR size {h}x{w} is not positive; use e.g. --size 64 or --size 96x128")
+        if self.checkpoints and not self.vq:
+            raise RSDError("checkpoints given without --vq; pass the VQ autoencoder checkpoint too")
+        if self.arch not in ("full", "tiny"):
+            raise RSDError(f"unknown --arch {self.arch!r}; use full or tiny")
+        if self.quality_hr and not self.quality_lr:
+            raise RSDError("--quality-hr needs --quality-lr (the LR images to super-resolve)")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["sizes"] = [list(s) for s in self.sizes]
+        return d
+
+
+# ---------------------------------------------------------------- one SR run over a backend
+
+@dataclass
+class NoiseSet:
+    """The random inputs of one run, in the official draw order (prior, [RSD map | step noises])."""
+
+    prior: torch.Tensor
+    noise_map: Optional[torch.Tensor]
+    steps: List[torch.Tensor]
+
+
+def draw_noises(contender: Contender, schedule, latent_shape: Sequence[int], generator: torch.Generator,
+                device: torch.device) -> NoiseSet:
+    """Draw with ``generator`` (on its own device) and move to ``device``; same order as the samplers."""
+    def randn(shape: Sequence[int]) -> torch.Tensor:
+        return torch.randn(tuple(shape), generator=generator, device=generator.device).to(device)
+
+    b, _, h, w = latent_shape
+    prior = randn(latent_shape)
+    if contender.one_step:
+        nmap = randn((b, contender.noise_channels, h, w)) if contender.noise_channels else None
+        return NoiseSet(prior, nmap, [])
+    return NoiseSet(prior, None, [randn(latent_shape) for _ in range(schedule.T)])
+
+
+def super_resolve(backend: Backend, contender: Contender, schedule, lq: torch.Tensor, noises: NoiseSet,
+                  recorder=None, steps: Optional[Sequence[int]] = None) -> torch.Tensor:
+    """LR (B, 3, h, w) in [-1, 1] -> SR (B, 3, 4h, 4w) in [-1, 1] through ``backend``.
+
+    Mirrors ``rsd_deploy.models.sampler`` (sample_onestep / sample_resshift) step for step;
+    ``steps`` overrides the step index passed to the backend (timing-only runs of graphs that fold
+    the step in, see ``denoise_step_for``). ``recorder`` marks encode/denoise/decode.
+    """
+    rec = recorder or NullRecorder()
+    lq = lq.to(backend.device)
+    image = F.interpolate(lq, scale_factor=4, mode="bicubic", align_corners=False)
+    with rec.stage("encode"):
+        z_y = backend.encode(image)
+    z = z_y + float(schedule.kappa * schedule.sqrt_eta[-1]) * noises.prior
+    call_steps = list(steps) if steps is not None else list(steps_for(contender, schedule))
+    if contender.one_step:
+        with rec.stage("denoise"):
+            z = backend.denoise(z, call_steps[0], lq, noises.noise_map)
+    else:
+        for k, i in enumerate(steps_for(contender, schedule)):
+            with rec.stage("denoise"):
+                x0 = backend.denoise(z, call_steps[k], lq, None)
+            mean = float(schedule.c1[i]) * z + float(schedule.c2[i]) * x0
+            z = mean + float(schedule.sigma[i]) * noises.steps[k] if i > 0 else mean
+    with rec.stage("decode"):
+        out = backend.decode(z)
+    return out.clamp(-1.0, 1.0)
+
+
+def denoise_step_for(backend: Backend, contender: Contender, schedule) -> Tuple[Optional[List[int]], bool]:
+    """(steps to pass, timing_only). A backend whose denoiser graph folds t = T-1 in cannot run the
+    other steps of a multi-step sampler; its cost per call does not depend on t, so for SPEED the
+    T-1 graph is called T times (the result is then not a valid image and is not used for quality)."""
+    supported = getattr(backend, "supported_steps", None)
+    wanted = steps_for(contender, schedule)
+    if supported is None or all(s in supported for s in wanted):
+        return None, False
+    fallback = max(supported)
+    return [fallback] * len(wanted), True
+
+
+# ---------------------------------------------------------------- backends
+
+BackendFactory = Callable[[BackendVariant, Contender, ModelSet, object, BenchConfig, Path], Backend]
+
+
+def default_backend_factory(variant: BackendVariant, contender: Contender, models: ModelSet, schedule,
+                            config: BenchConfig, workdir: Path) -> Backend:
+    """Build the backend of ``variant`` for ``contender`` (export ONNX graphs on the fly if needed)."""
+    from rsd_deploy.backends.base import create_backend
+
+    unet, vq = models.unets[contender.key], models.vq
+    if variant.runtime == "torch":
+        return create_backend("torch", unet=unet, vq=vq, schedule=schedule, device=variant.device,
+                              precision=variant.precision)
+    if variant.runtime == "torch-fast":
+        from rsd_deploy.bench.fast_torch import FastTorchBackend
+
+        return FastTorchBackend(unet, vq, schedule, device=variant.device, precision=variant.precision)
+    if variant.runtime == "onnxruntime":
+        onnx_dir = _onnx_graphs(contender, models, schedule, variant.precision, config, workdir)
+        return create_backend("onnxruntime", onnx_dir=str(onnx_dir), precision=variant.precision,
+                              providers=[variant.provider], device=variant.device)
+    if variant.runtime == "tensorrt":
+        if not config.engine_dir:
+            raise RSDError("TensorRT needs prebuilt engines: pass --engine DIR (see rsd-export / rsd-build-engine)")
+        engine_dir = Path(config.engine_dir)
+        sub = engine_dir / contender.key
+        return create_backend("tensorrt", engine_dir=str(sub if sub.is_dir() else engine_dir))
+    raise RSDError(f"unknown runtime {variant.runtime}")
+
+
+def _ort_precisions(config: BenchConfig) -> List[str]:
+    return sorted({b.rsplit("-", 1)[1] for b in config.backends if b.startswith("ort")} | {"fp32"})
+
+
+def _onnx_graphs(contender: Contender, models: ModelSet, schedule, precision: str, config: BenchConfig,
+                 workdir: Path) -> Path:
+    """A folder of graphs (rsd-export layout: manifest.json + graphs) for this contender: from
+    ``--onnx DIR`` (DIR/<contender>/ or DIR itself) or exported now with ``export_models``.
+
+    One export per (UNet, schedule) holds every ONNX Runtime precision the run asks for; parity
+    and accuracy checks are reduced to one shape and one image (rsd-export does the full checks).
+    """
+    if config.onnx_dir:
+        base = Path(config.onnx_dir)
+        for cand in (base / contender.key, base):
+            if (cand / "manifest.json").is_file():
+                return cand
+        raise RSDError(f"--onnx {base}: no manifest.json in {base}/{contender.key} or {base}; "
+                       f"export with rsd-export -o {base}/{contender.key}")
+    from rsd_deploy.export.exporter import ExportConfig, export_models
+
+    unet = models.unets[contender.key]
+    out = workdir / "onnx" / f"{contender.schedule}-{id(unet):x}"
+    if not (out / "manifest.json").is_file():
+        precisions = _ort_precisions(config)
+        size = min(64, 4 * models.input_multiple) // models.input_multiple * models.input_multiple
+        shape = (1, size, size)
+        logger.info("exporting %s graphs (%s) into %s", contender.label, ", ".join(precisions), out)
+        export_models(ExportConfig(out_dir=out, unet=unet, vq_model=models.vq, model=contender.key,
+                                   fp16="fp16" in precisions, int8="int8" in precisions, calib_count=4,
+                                   accuracy_count=1, export_shape=shape, verify_shapes=[shape], min_shape=shape,
+                                   opt_shape=shape, max_shape=(max(4, config.batch), 4 * size, 4 * size),
+                                   demo=models.random_weights, seed=config.seed))
+    return out
+
+
+# ---------------------------------------------------------------- the run
+
+def _check_size(size: Size, multiple: int, tile: Optional[int]) -> None:
+    h, w = size
+    if (h % multiple or w % multiple) and not tile:
+        raise ShapeError(f"LR size {h}x{w} is not a multiple of {multiple} (the model's input multiple); "
+                         f"choose such a size or pass --tile")
+
+
+def _entry(variant: BackendVariant, contender: Contender, size: Size, config: BenchConfig, **kw) -> dict:
+    d = {"contender": contender.key, "label": contender.label, "backend": variant.key,
+         "runtime": variant.runtime, "precision": variant.precision, "device": variant.device,
+         "lr_size": list(size), "sr_size": [4 * size[0], 4 * size[1]], "batch": config.batch,
+         "nfe": contender.nfe, "status": "ok", "reason": None}
+    d.update(kw)
+    return d
+
+
+def measure_entry(backend: Backend, contender: Contender, schedule, size: Size, config: BenchConfig,
+                  timer: Optional[DeviceTimer] = None) -> dict:
+    """Time one contender at one size on one backend: warm-up, repeats, stages, memory."""
+    timer = timer or DeviceTimer(backend.device)
+    h, w = size
+    gen = torch.Generator(device=backend.device if backend.device.type == "cuda" else "cpu")
+    gen.manual_seed(config.seed)
+    lq = (torch.rand((config.batch, 3, h, w), generator=torch.Generator().manual_seed(config.seed)) * 2 - 1)
+    lq = lq.to(backend.device)
+    steps, timing_only = denoise_step_for(backend, contender, schedule)
+
+    def run(rec) -> torch.Tensor:
+        with torch.inference_mode():
+            noises = draw_noises(contender, schedule, (config.batch, 3, h, w), gen, backend.device)
+            return super_resolve(backend, contender, schedule, lq, noises, rec, steps)
+
+    m = measure(run, timer, warmup=config.warmup, repeats=config.repeats)
+    out = m.to_dict()
+    out["throughput_ips"] = config.batch / (m.total.p50 / 1000.0) if m.total.p50 > 0 else None
+    out["timing_only_steps"] = timing_only
+    return out
+
+
+def measure_tiled_entry(backend: Backend, contender: Contender, schedule, size: Size, config: BenchConfig,
+                        timer: Optional[DeviceTimer] = None) -> dict:
+    """Time a large image through the SR pipeline's tiling (rsd_deploy.pipeline.sr_pipeline)."""
+    from rsd_deploy.bench.pipeline_adapter import tiled_runner
+
+    timer = timer or DeviceTimer(backend.device)
+    run = tiled_runner(backend, contender, schedule, size, config)
+    m = measure(run, timer, warmup=config.warmup, repeats=config.repeats)
+    out = m.to_dict()
+    out["throughput_ips"] = config.batch / (m.total.p50 / 1000.0) if m.total.p50 > 0 else None
+    out["timing_only_steps"] = False
+    out["tiled"] = {"tile": config.tile, "overlap": config.tile_overlap}
+    return out
+
+
+def build_models(config: BenchConfig) -> ModelSet:
+    contenders = parse_contenders(config.contenders)
+    if config.checkpoints:
+        return checkpoint_models(contenders, {k: Path(v) for k, v in config.checkpoints.items()}, Path(config.vq))
+    return random_models(contenders, arch=config.arch, seed=config.seed)
+
+
+def run_benchmark(config: BenchConfig, models: Optional[ModelSet] = None,
+                  backend_factory: Optional[BackendFactory] = None, progress: bool = True) -> dict:
+    """Measure every (backend variant, contender, size); returns the results dict (see report.py)."""
+    config.validate()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    factory = backend_factory or default_backend_factory
+    contenders = parse_contenders(config.contenders)
+    variants = [parse_backend_variant(b, config.device) for b in config.backends]
+    models = models or build_models(config)
+    multiple = models.input_multiple
+    entries: List[dict] = []
+    total = len(variants) * len(contenders) * len(config.sizes)
+    bar = tqdm(total=total, desc="rsd-bench", unit="run", disable=not progress)
+    with tempfile.TemporaryDirectory(prefix="rsd-bench-") as tmp:
+        for variant in variants:
+            reason = unavailable_reason(variant) if backend_factory is None else None
+            for contender in contenders:
+                schedule = schedule_for(contender)
+                backend: Optional[Backend] = None
+                skip_reason = reason
+                if skip_reason is None:
+                    try:
+                        backend = factory(variant, contender, models, schedule, config, Path(tmp))
+                    except (RSDError, ImportError) as e:  # ImportError: an optional runtime module is absent
+                        skip_reason = str(e).splitlines()[0]
+                        logger.warning("%s / %s: %s", variant.key, contender.label, e)
+                for size in config.sizes:
+                    bar.set_postfix_str(f"{variant.key} {contender.key} {size[0]}x{size[1]}")
+                    if backend is None:
+                        entries.append(_entry(variant, contender, size, config, status="skipped",
+                                              reason=skip_reason))
+                        bar.update(1)
+                        continue
+                    try:
+                        tiled = bool(config.tile and (size[0] > config.tile or size[1] > config.tile))
+                        if not tiled:
+                            _check_size(size, multiple, None)
+                            data = measure_entry(backend, contender, schedule, size, config)
+                        else:
+                            data = measure_tiled_entry(backend, contender, schedule, size, config)
+                        entries.append(_entry(variant, contender, size, config, **data))
+                    except (RSDError, RuntimeError, ValueError) as e:
+                        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+                        if "out of memory" in msg.lower():
+                            msg = f"out of memory ({msg[:120]})"
+                        logger.warning("%s / %s / %s: %s", variant.key, contender.label, size, msg)
+                        entries.append(_entry(variant, contender, size, config, status="failed", reason=msg))
+                        if variant.device.startswith("cuda"):
+                            torch.cuda.empty_cache()
+                    bar.update(1)
+                if backend is not None:
+                    backend.close()
+    bar.close()
+    results = {"settings": config.to_dict(), "entries": entries,
+               "random_weights": models.random_weights, "arch": models.arch, "model_sources": models.sources,
+               "input_multiple": multiple}
+    if config.quality_lr:
+        from rsd_deploy.bench.quality import run_quality
+
+        results["quality"] = run_quality(config, models, variants, contenders, factory)
+    return results
+
+
+def parse_size(text: str) -> Size:
+    """``64`` -> (64, 64); ``96x128`` -> (96, 128) (LR height x width)."""
+    try:
+        if "x" in text.lower():
+            h, w = text.lower().split("x")
+            return int(h), int(w)
+        return int(text), int(text)
+    except ValueError:
+        raise RSDError(f"bad size {text!r}; use N or HxW in LR pixels, e.g. 64 or 96x128") from None
+
+
+def cpu_load() -> Optional[List[float]]:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+__all__ = ["BenchConfig", "run_benchmark", "super_resolve", "draw_noises", "measure_entry", "parse_size",
+           "CONTENDERS"]

@@ -1,0 +1,141 @@
+"""``rsd-bench``: latency, throughput, memory and quality of RSD vs ResShift v1/v3 and SinSR.
+
+Options -> ``BenchConfig`` (optionally from a YAML recipe) -> ``run_benchmark`` -> report files.
+With no arguments: CPU, LR 64, batch 1, full-size architectures with random weights, PyTorch fp32,
+all four contenders, 1 warm-up + 3 timed runs, results in ``bench-results/``.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+import click
+
+from rsd_deploy.errors import RSDError
+
+_FIELDS_FROM_OPTIONS = {
+    "contender": "contenders", "backend": "backends", "device": "device", "size": "sizes", "batch": "batch",
+    "warmup": "warmup", "repeats": "repeats", "arch": "arch", "vq": "vq", "onnx": "onnx_dir",
+    "engine": "engine_dir", "tile": "tile", "overlap": "tile_overlap", "quality_lr": "quality_lr",
+    "quality_hr": "quality_hr", "quality_limit": "quality_limit", "seed": "seed", "threads": "threads",
+    "output": "output",
+}
+
+
+def load_recipe(path: Path) -> dict:
+    """A YAML recipe: a mapping of BenchConfig field names (sizes as [h, w] or N)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise RSDError(f"recipe {path}: cannot be read ({str(e).splitlines()[0]}); pass a YAML file") from None
+    if not isinstance(data, dict):
+        raise RSDError(f"recipe {path}: must be a mapping of settings")
+    data.pop("description", None)
+    return data
+
+
+def build_config(ctx: click.Context, params: dict):
+    from rsd_deploy.bench.runner import BenchConfig, parse_size
+
+    values: dict = {}
+    if params.get("recipe"):
+        values.update(load_recipe(params["recipe"]))
+    for opt, fieldname in _FIELDS_FROM_OPTIONS.items():
+        explicit = ctx.get_parameter_source(opt) not in (click.core.ParameterSource.DEFAULT, None)
+        if explicit or fieldname not in values:
+            v = params[opt]
+            if isinstance(v, tuple) and not v:
+                continue  # an empty multiple option keeps the recipe's/dataclass's default
+            values[fieldname] = v
+    if params.get("checkpoint"):
+        values["checkpoints"] = dict(_split_checkpoint(c) for c in params["checkpoint"])
+    if "sizes" in values:
+        values["sizes"] = tuple(parse_size(str(s)) if not isinstance(s, (list, tuple)) else (int(s[0]), int(s[1]))
+                                for s in values["sizes"])
+    for key in ("contenders", "backends"):
+        if key in values:
+            values[key] = tuple(values[key])
+    backends = list(values.get("backends", ("torch-fp32",)))
+    if values.get("onnx_dir") and not any(b.startswith("ort") for b in backends):
+        backends.append("ort-fp32")
+    if values.get("engine_dir") and not any(b.startswith("trt") for b in backends):
+        backends.append("trt-fp16")
+    values["backends"] = tuple(backends)
+    try:
+        cfg = BenchConfig(**values)
+    except TypeError as e:
+        raise RSDError(f"bad setting: {e}; see rsd-bench --help and benchmarks/recipes/") from None
+    cfg.validate()
+    return cfg
+
+
+def _split_checkpoint(text: str):
+    if "=" not in text:
+        raise RSDError(f"--checkpoint {text!r}: use CONTENDER=PATH, e.g. rsd=ema_model_2800.pth")
+    k, v = text.split("=", 1)
+    if not Path(v).is_file():
+        raise RSDError(f"--checkpoint {k}={v}: file not found")
+    return k.strip(), v
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-o", "--output", default="bench-results", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for results.json, results.md, results.png.")
+@click.option("--recipe", type=click.Path(exists=True, dir_okay=False), help="YAML recipe (benchmarks/recipes/); "
+              "options given on the command line override it.")
+@click.option("--contender", multiple=True, type=click.Choice(["rsd", "sinsr", "resshift-v3", "resshift-v1"]),
+              help="Repeatable; default all four.")
+@click.option("--backend", multiple=True, help="Repeatable: torch-fp32|bf16|fp16, torch-fast-fp16|bf16 (CUDA graphs), "
+              "ort-fp32|fp16|int8, ort-cuda-*, ort-trt-*, trt-fp16|int8. Default torch-fp32.")
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N].")
+@click.option("--size", multiple=True, help="LR size N or HxW (repeatable); default 64.")
+@click.option("--batch", default=1, show_default=True, type=int)
+@click.option("--warmup", default=1, show_default=True, type=int, help="Untimed runs (the first is the cold call).")
+@click.option("--repeats", default=3, show_default=True, type=int, help="Timed runs per measurement.")
+@click.option("--arch", default="full", show_default=True, type=click.Choice(["full", "tiny"]),
+              help="Architecture with random weights when no checkpoint is given.")
+@click.option("--checkpoint", multiple=True, help="CONTENDER=PATH, repeatable (e.g. rsd=ema_model_2800.pth).")
+@click.option("--vq", type=click.Path(exists=True, dir_okay=False), help="VQ-f4 autoencoder checkpoint.")
+@click.option("--onnx", type=click.Path(exists=True, file_okay=False), help="Exported graphs (rsd-export) to use.")
+@click.option("--engine", type=click.Path(exists=True, file_okay=False), help="TensorRT engine folder.")
+@click.option("--tile", type=int, help="LR tile size: larger sizes run tiled through the SR pipeline.")
+@click.option("--overlap", default=16, show_default=True, type=int, help="Tile overlap in LR pixels.")
+@click.option("--quality-lr", type=click.Path(exists=True, file_okay=False), help="LR images for the quality side.")
+@click.option("--quality-hr", type=click.Path(exists=True, file_okay=False), help="Matching HR images (optional).")
+@click.option("--quality-limit", default=8, show_default=True, type=int, help="At most this many quality images.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--threads", type=int, help="torch intra-op threads on the CPU.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("-v", "--verbose", is_flag=True)
+@click.pass_context
+def cli(ctx: click.Context, **params) -> None:
+    """Benchmark RSD against ResShift v1/v3 and SinSR on every available backend."""
+    logging.basicConfig(level=logging.INFO if params["verbose"] else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    from rsd_deploy.bench import benchmark_and_report
+
+    cfg = build_config(ctx, params)
+    paths = benchmark_and_report(cfg, progress=not params["no_progress"])
+    click.echo("wrote " + ", ".join(str(p) for p in paths.values()))
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    try:
+        cli.main(args=list(argv) if argv is not None else None, prog_name="rsd-bench", standalone_mode=False)
+    except RSDError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        click.echo("error: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
