@@ -173,6 +173,25 @@ def _to_plain(value: Any) -> Any:
 T = TypeVar("T")
 
 
+def _coerce(kind: type, value: Any, key: str) -> Any:
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key} must be a {kind.__name__}, got {value!r}") from None
+
+
+def _coerce_to_hint(hint: Any, value: Any, key: str) -> Any:
+    """Numbers given as strings (YAML reads ``1e-4`` as text) or ints for floats become the declared type."""
+    options = getattr(hint, "__args__", (hint,)) if getattr(hint, "__origin__", None) is not None else (hint,)
+    if value is None or isinstance(value, bool):
+        return value
+    if float in options and isinstance(value, (int, str)):
+        return _coerce(float, value, key)
+    if int in options and isinstance(value, str):
+        return _coerce(int, value, key)
+    return value
+
+
 def _build(cls: Type[T], data: Mapping[str, Any], where: str) -> T:
     if not isinstance(data, Mapping):
         raise ConfigError(f"{where or 'config'} must be a mapping, got {type(data).__name__}")
@@ -193,9 +212,9 @@ def _build(cls: Type[T], data: Mapping[str, Any], where: str) -> T:
             except ValueError:
                 raise ConfigError(f"{key} must be one of {', '.join(m.value for m in Method)}, got {value!r}") from None
         elif getattr(hint, "__origin__", None) is tuple and isinstance(value, list):
-            kwargs[name] = tuple(value)
+            kwargs[name] = tuple(_coerce(float, v, key) if isinstance(v, str) else v for v in value)
         else:
-            kwargs[name] = value
+            kwargs[name] = _coerce_to_hint(hint, value, key)
     return cls(**kwargs)  # type: ignore[call-arg]
 
 
