@@ -256,3 +256,100 @@ def noise_extent(height: int, width: int, tile: Optional[int], overlap: int, mul
     plan = TilePlan.build(height, width, tile, overlap)
     up = lambda v: -(-v // multiple) * multiple  # noqa: E731
     return plan.ys[-1] + up(plan.tile_h), plan.xs[-1] + up(plan.tile_w)
+
+
+# ------------------------------------------------------------------- Triton repository on the CPU
+class _PbTensor:
+    def __init__(self, name: str, array: np.ndarray):
+        self._name, self._array = name, np.asarray(array)
+
+    def name(self) -> str:
+        return self._name
+
+    def as_numpy(self) -> np.ndarray:
+        return self._array
+
+
+class _PbRequest:
+    def __init__(self, tensors: Dict[str, np.ndarray]):
+        self.tensors = tensors
+
+
+class _PbResponse:
+    def __init__(self, output_tensors, error=None):
+        self.output_tensors, self.error = output_tensors, error
+
+
+class _PbError(Exception):
+    pass
+
+
+def fake_pb_utils():
+    """A stand-in for Triton's ``triton_python_backend_utils`` (the calls our models use)."""
+    import types
+
+    mod = types.ModuleType("triton_python_backend_utils")
+    mod.Tensor = _PbTensor
+    mod.InferenceResponse = _PbResponse
+    mod.TritonError = _PbError
+    mod.get_input_tensor_by_name = lambda request, name: _PbTensor(name, request.tensors[name])
+    return mod
+
+
+class TritonCpuSimulator:
+    """Runs a model repository written by ``write_model_repository`` without a server: configs parsed
+    with Triton's model_config.proto, ONNX models through ONNX Runtime (CPU), Python-backend models
+    through their ``TritonPythonModel`` with a fake ``triton_python_backend_utils``, ensembles by
+    following ``ensemble_scheduling`` (input_map/output_map). Batch axis included, as on a server."""
+
+    def __init__(self, root: Path):
+        import importlib.util
+
+        import onnxruntime as ort
+        from google.protobuf import json_format, text_format
+        from tritonclient.grpc import model_config_pb2
+
+        self.root = root
+        self.configs = {}
+        self.runners = {}
+        for cfg_path in sorted(root.glob("*/config.pbtxt")):
+            config = text_format.Parse(cfg_path.read_text(), model_config_pb2.ModelConfig())
+            self.configs[config.name] = config
+            version = cfg_path.parent / "1"
+            if config.platform == "onnxruntime_onnx":
+                options = ort.SessionOptions()
+                options.intra_op_num_threads = 1
+                session = ort.InferenceSession(str(version / "model.onnx"), options,
+                                               providers=["CPUExecutionProvider"])
+                self.runners[config.name] = (lambda s: lambda feeds: dict(zip(
+                    [o.name for o in s.get_outputs()], s.run(None, feeds))))(session)
+            elif config.backend == "python":
+                sys.modules["triton_python_backend_utils"] = fake_pb_utils()
+                spec = importlib.util.spec_from_file_location(f"triton_{config.name}", version / "model.py")
+                module = importlib.util.module_from_spec(spec)
+                spec.loader.exec_module(module)  # type: ignore[union-attr]
+                model = module.TritonPythonModel()
+                model.initialize({"model_config": json_format.MessageToJson(config, preserving_proto_field_name=True)})
+                self.runners[config.name] = (lambda m: self._python_runner(m))(model)
+
+    @staticmethod
+    def _python_runner(model):
+        def run(feeds):
+            (response,) = model.execute([_PbRequest(feeds)])
+            if response.error is not None:
+                raise RuntimeError(str(response.error))
+            return {t.name(): t.as_numpy() for t in response.output_tensors}
+        return run
+
+    def infer(self, model: str, feeds: Dict[str, np.ndarray], trace: Optional[dict] = None) -> Dict[str, np.ndarray]:
+        config = self.configs[model]
+        if config.platform != "ensemble":
+            return self.runners[model](feeds)
+        tensors = dict(feeds)
+        for step in config.ensemble_scheduling.step:
+            outputs = self.infer(step.model_name, {k: tensors[v] for k, v in step.input_map.items()})
+            for key, name in step.output_map.items():
+                tensors[name] = outputs[key]
+        if trace is not None:
+            trace.update(tensors)
+        return {o.name: tensors[o.name] for o in config.output}
