@@ -1,0 +1,109 @@
+"""PyTorch backend: the reference runtime (CPU or CUDA; fp32, fp16 or bf16 through autocast).
+
+Weights stay fp32; lower precision comes from ``torch.autocast`` as in the official sampler. The
+UNet's GroupNorm statistics and the VQ quantiser's distances stay fp32 inside the models. fp16 is
+CUDA-only (CPU fp16 kernels are slow and incomplete); bf16 works on both.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import ContextManager, Optional
+
+import torch
+from torch import nn
+
+from rsd_deploy.backends.base import Backend, register_backend
+from rsd_deploy.errors import BackendUnavailableError, ConfigError, ShapeError
+
+logger = logging.getLogger(__name__)
+
+PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """'cpu', 'cuda' or 'cuda:N' -> torch.device; BackendUnavailableError if CUDA is absent."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise BackendUnavailableError(f"device {device!r} asked for but CUDA is not available "
+                                      f"(torch {torch.__version__}); use --device cpu")
+    if dev.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device {device!r} is not supported; use cpu or cuda")
+    return dev
+
+
+@register_backend("torch")
+class TorchBackend(Backend):
+    """Runs ``unet`` (UNetSwin) and ``vq`` (VQAutoencoder) with the schedule's input scaling.
+
+    encode/denoise/decode take and return float32 NCHW tensors on ``device`` (inputs on any device
+    are moved there).
+    """
+
+    name = "torch"
+
+    def __init__(self, unet: nn.Module, vq: nn.Module, schedule, device: str | torch.device = "cpu",
+                 precision: str = "fp32"):
+        if precision not in PRECISIONS:
+            raise ConfigError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+        self._device = resolve_device(device)
+        if precision == "fp16" and self._device.type != "cuda":
+            raise ConfigError("fp16 needs a CUDA device; on the CPU use --precision bf16 or fp32")
+        if precision == "bf16" and self._device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise BackendUnavailableError("this GPU does not support bf16; use --precision fp16 or fp32")
+        self.precision = precision
+        self.schedule = schedule
+        self.unet = unet.to(self._device).eval()
+        self.vq = vq.to(self._device).eval()
+        self.noise_channels = int(getattr(getattr(unet, "config", None), "noise_channels", 0))
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    def _autocast(self) -> ContextManager:
+        dtype = PRECISIONS[self.precision]
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self._device.type, dtype=dtype)
+
+    @torch.inference_mode()
+    def encode(self, image: torch.Tensor) -> torch.Tensor:
+        """(B, 3, 4h, 4w) image in [-1, 1] -> (B, 3, h, w) float32 continuous latent."""
+        with self._autocast():
+            z = self.vq.encode(image.to(self._device, torch.float32))
+        return z.float()
+
+    @torch.inference_mode()
+    def denoise(self, z_t: torch.Tensor, step: int, lq: torch.Tensor,
+                noise: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """x0 from the unscaled z_t (B, 3, h, w) at step index ``step``; lq (B, 3, h, w) in [-1, 1];
+        noise (B, noise_channels, h, w) for RSD students. Returns float32 (B, 3, h, w)."""
+        if not 0 <= step < self.schedule.T:
+            raise ShapeError(f"step {step} is outside the schedule's 0..{self.schedule.T - 1}")
+        if (noise is not None) != bool(self.noise_channels):
+            raise ShapeError(f"this UNet takes {self.noise_channels} noise channels; "
+                             f"{'pass' if self.noise_channels else 'do not pass'} a noise map")
+        dev = self._device
+        x = z_t.to(dev, torch.float32) / float(self.schedule.in_std[step])
+        t = torch.full((x.shape[0],), step, dtype=torch.int64, device=dev)
+        with self._autocast():
+            x0 = self.unet(x, t, lq.to(dev, torch.float32), None if noise is None else noise.to(dev, torch.float32))
+        return x0.float()
+
+    @torch.inference_mode()
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, 3, h, w) latent -> quantise (fp32) -> (B, 3, 4h, 4w) float32 image, not clamped."""
+        # quantise outside autocast: autocast would run the distance matmul in fp16/bf16 even on
+        # fp32 inputs, and near-tie argmins would flip
+        z_q, _ = self.vq.quantize_latent(z.to(self._device, torch.float32))
+        with self._autocast():
+            image = self.vq.decode(z_q, quantize=False)
+        return image.float()
+
+    def close(self) -> None:
+        if self._device.type == "cuda":
+            torch.cuda.empty_cache()

@@ -1,0 +1,240 @@
+"""Image files <-> arrays for the SR pipeline (OpenCV), padding, and atomic output writes.
+
+Reading keeps what the file has: 8 or 16 bits, grey, RGB or RGBA (``cv2.IMREAD_UNCHANGED``),
+then applies the EXIF orientation itself (IMREAD_UNCHANGED ignores it; OpenCV's TIFF reader
+already applies the TIFF orientation tag and reports no EXIF block, so nothing is applied twice).
+The network always sees RGB in [-1, 1]; grey images run as three stacked channels and are
+written back grey; alpha is upscaled with a plain bicubic resize and re-attached.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from rsd_deploy.errors import ImageIOError
+
+logger = logging.getLogger(__name__)
+
+SUPPORTED_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
+_MAX_VALUE = {np.dtype(np.uint8): 255, np.dtype(np.uint16): 65535}
+_EXIF_ORIENTATION_TAG = 0x0112
+# ITU-R BT.601 luma, the weights cv2.cvtColor(RGB2GRAY) uses
+_LUMA_RGB = np.array([0.299, 0.587, 0.114], np.float32)
+
+
+@dataclass
+class LRImage:
+    """A decoded input image, display-oriented.
+
+    ``rgb``: (H, W, 3) uint8 or uint16, RGB order (grey inputs stacked to 3 channels).
+    ``alpha``: (H, W) same dtype, or None. ``grayscale``: the file was single-channel.
+    """
+
+    path: Path
+    rgb: np.ndarray
+    alpha: Optional[np.ndarray]
+    grayscale: bool
+
+    @property
+    def height(self) -> int:
+        return int(self.rgb.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.rgb.shape[1])
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.rgb.dtype
+
+    @property
+    def max_value(self) -> int:
+        return _MAX_VALUE[self.rgb.dtype]
+
+
+def exif_orientation(blob: bytes) -> int:
+    """The EXIF orientation (1..8) stored in an EXIF block (TIFF structure), 1 if absent or unreadable."""
+    if blob.startswith(b"Exif\x00\x00"):
+        blob = blob[6:]
+    if len(blob) < 8 or blob[:2] not in (b"II", b"MM"):
+        return 1
+    order = "<" if blob[:2] == b"II" else ">"
+    try:
+        (ifd_offset,) = struct.unpack_from(order + "I", blob, 4)
+        (count,) = struct.unpack_from(order + "H", blob, ifd_offset)
+        for i in range(count):
+            tag, typ, _n = struct.unpack_from(order + "HHI", blob, ifd_offset + 2 + 12 * i)
+            if tag == _EXIF_ORIENTATION_TAG and typ == 3:  # SHORT
+                (value,) = struct.unpack_from(order + "H", blob, ifd_offset + 2 + 12 * i + 8)
+                return int(value) if 1 <= value <= 8 else 1
+    except struct.error:
+        return 1
+    return 1
+
+
+def apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
+    """Turn a stored (H, W[, C]) image into display orientation for EXIF ``orientation`` 1..8."""
+    if orientation == 2:
+        return image[:, ::-1]
+    if orientation == 3:
+        return image[::-1, ::-1]
+    if orientation == 4:
+        return image[::-1]
+    if orientation == 5:
+        return image.swapaxes(0, 1)
+    if orientation == 6:
+        return np.rot90(image, k=-1)  # 90 degrees clockwise
+    if orientation == 7:
+        return image[::-1, ::-1].swapaxes(0, 1)
+    if orientation == 8:
+        return np.rot90(image, k=1)
+    return image
+
+
+def read_image(path: Path | str) -> LRImage:
+    """Decode an image file (PNG, JPEG, WebP, TIFF, BMP; 8/16-bit; grey, RGB, RGBA).
+
+    Raises ImageIOError with a one-line message naming the file for missing, empty, corrupt,
+    zero-size or unsupported images.
+    """
+    path = Path(path)
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except FileNotFoundError:
+        raise ImageIOError(f"{path}: no such file; check the path") from None
+    except IsADirectoryError:
+        raise ImageIOError(f"{path}: is a folder, not an image") from None
+    except OSError as e:
+        raise ImageIOError(f"{path}: cannot read ({e.strerror or e}); check the file permissions") from None
+    if data.size == 0:
+        raise ImageIOError(f"{path}: file is empty (0 bytes); replace it with a valid image")
+    image, types, blocks = cv2.imdecodeWithMetadata(data, cv2.IMREAD_UNCHANGED)
+    if image is None or image.size == 0:
+        raise ImageIOError(f"{path}: cannot decode image (corrupt, truncated or unsupported format); "
+                           f"use a valid PNG, JPEG, WebP, TIFF or BMP file")
+    if image.dtype not in _MAX_VALUE:
+        raise ImageIOError(f"{path}: unsupported pixel type {image.dtype}; convert it to 8- or 16-bit integers")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim == 3 and image.shape[2] not in (3, 4):
+        raise ImageIOError(f"{path}: unsupported channel count {image.shape[2]}; use grey, RGB or RGBA")
+    orientation = 1
+    for kind, block in zip(np.asarray(types).ravel().tolist(), blocks):
+        if kind == cv2.IMAGE_METADATA_EXIF:
+            orientation = exif_orientation(np.asarray(block, np.uint8).tobytes())
+    image = apply_orientation(image, orientation)
+    if orientation != 1:
+        logger.debug("%s: applied EXIF orientation %d", path, orientation)
+
+    alpha = None
+    if image.ndim == 2:
+        rgb = np.repeat(image[:, :, None], 3, axis=2)
+    else:
+        rgb = np.ascontiguousarray(image[:, :, 2::-1])  # BGR(A) -> RGB
+        if image.shape[2] == 4:
+            alpha = np.ascontiguousarray(image[:, :, 3])
+    return LRImage(path=path, rgb=rgb, alpha=alpha, grayscale=image.ndim == 2)
+
+
+def to_model_range(pixels: np.ndarray) -> np.ndarray:
+    """uint8/uint16 (..., 3) -> float32 in [-1, 1] (``x / max * 2 - 1``); float32 input is passed through."""
+    if pixels.dtype == np.float32:
+        return pixels
+    scale = np.float32(2.0 / _MAX_VALUE[pixels.dtype])
+    return pixels.astype(np.float32) * scale - np.float32(1.0)
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Pad (B, C, h, w) at the bottom and right to multiples of ``multiple``.
+
+    Reflect (the official choice) per axis where it is defined (pad < side); replicate where it is
+    not (sides < pad + 1, e.g. a 7-px side padded to 16), so every size works.
+    """
+    h, w = x.shape[-2:]
+    pad_h, pad_w = (-h) % multiple, (-w) % multiple
+    if pad_w:
+        x = F.pad(x, (0, pad_w, 0, 0), mode="reflect" if pad_w < w else "replicate")
+    if pad_h:
+        x = F.pad(x, (0, 0, 0, pad_h), mode="reflect" if pad_h < h else "replicate")
+    return x
+
+
+class SRCanvas:
+    """The output image in file layout (grey, BGR or BGRA; uint8 or uint16), filled row band by
+    row band from the pipeline's blended float RGB rows (``write_rows`` is a tiling.RowSink)."""
+
+    def __init__(self, lr: LRImage, scale: int):
+        self.scale = scale
+        self.grayscale = lr.grayscale
+        self.dtype = lr.dtype
+        self.max_value = lr.max_value
+        h, w = lr.height * scale, lr.width * scale
+        channels = 4 if lr.alpha is not None else (1 if lr.grayscale else 3)
+        shape = (h, w) if channels == 1 else (h, w, channels)
+        self.pixels = np.empty(shape, dtype=lr.dtype)
+        if lr.alpha is not None:
+            self.pixels[:, :, 3] = upscale_alpha(lr.alpha, scale)
+
+    def write_rows(self, y0: int, rows_rgb: np.ndarray) -> None:
+        """Store SR rows: float32 (n, W, 3) RGB in about [-1, 1] -> clamp -> round -> file layout."""
+        unit = np.clip(rows_rgb, -1.0, 1.0) * np.float32(0.5) + np.float32(0.5)
+        if self.grayscale:
+            unit = unit @ _LUMA_RGB
+        values = np.rint(unit * np.float32(self.max_value)).astype(self.dtype)
+        n = values.shape[0]
+        if self.pixels.ndim == 2:
+            self.pixels[y0:y0 + n] = values
+        else:
+            self.pixels[y0:y0 + n, :, 2::-1] = values  # RGB -> BGR
+
+
+def upscale_alpha(alpha: np.ndarray, scale: int) -> np.ndarray:
+    """(H, W) alpha -> (scale*H, scale*W), bicubic resize clipped to the dtype's range."""
+    h, w = alpha.shape
+    up = cv2.resize(alpha.astype(np.float32), (w * scale, h * scale), interpolation=cv2.INTER_CUBIC)
+    return np.clip(np.rint(up), 0, _MAX_VALUE[alpha.dtype]).astype(alpha.dtype)
+
+
+def _new_file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def write_image_atomic(path: Path | str, pixels: np.ndarray) -> None:
+    """Encode ``pixels`` (OpenCV layout) by the file extension and write it atomically: a temp file
+    in the same folder, fsync, then os.replace. On any failure the temp file is removed and an
+    existing file at ``path`` is left as it was."""
+    path = Path(path)
+    ok, buf = cv2.imencode(path.suffix or ".png", pixels)
+    if not ok:
+        raise ImageIOError(f"{path}: cannot encode a {pixels.dtype} image as {path.suffix}; write PNG instead")
+    tmp_name = None
+    try:
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.chmod(tmp_name, _new_file_mode())  # mkstemp creates 0600; give outputs the usual mode
+        with os.fdopen(fd, "wb") as f:
+            f.write(buf.tobytes())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_name, path)
+        tmp_name = None
+    except OSError as e:
+        raise ImageIOError(f"{path}: cannot write output ({e.strerror or e}); "
+                           f"check that the output folder exists and is writable") from None
+    finally:
+        if tmp_name is not None:
+            try:
+                os.unlink(tmp_name)
+            except OSError:
+                pass
