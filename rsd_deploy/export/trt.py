@@ -408,13 +408,20 @@ def inspect_plan(plan: bytes, input_shapes: Mapping[str, Sequence[int]]) -> Laye
 # --------------------------------------------------------------------------- runtime
 
 
-def _deserialize(plan: bytes, allow_host_code: bool = False) -> Tuple["tensorrt.Runtime", "tensorrt.ICudaEngine"]:
+def make_runtime(allow_host_code: bool = False) -> "tensorrt.Runtime":
+    """A TensorRT runtime logging through ``logging``; ``allow_host_code`` for version-compatible
+    plans that embed the lean runtime (they carry host code)."""
+    _require_tensorrt()
     import tensorrt as trt
 
     runtime = trt.Runtime(_trt_logger())
     if allow_host_code:
-        # version-compatible plans that embed the lean runtime carry host code
         runtime.engine_host_code_allowed = True
+    return runtime
+
+
+def _deserialize(plan: bytes, allow_host_code: bool = False) -> Tuple["tensorrt.Runtime", "tensorrt.ICudaEngine"]:
+    runtime = make_runtime(allow_host_code)
     engine = runtime.deserialize_cuda_engine(plan)
     if engine is None:
         raise EngineMismatchError(
