@@ -1,0 +1,53 @@
+"""rsd-bench CLI: writes JSON/table/plot; bad input gives one 'error:' line and a non-zero exit."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rsd_deploy.cli.bench import main
+
+
+def _exit_code(argv):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    return e.value.code
+
+
+def test_tiny_run_writes_all_outputs(tmp_path, capsys):
+    out = tmp_path / "res"
+    main(["--arch", "tiny", "--size", "16", "--size", "16x32", "--repeats", "2", "--contender", "rsd",
+          "--contender", "resshift-v3", "-o", str(out), "--no-progress", "--threads", "1"])
+    data = json.loads((out / "results.json").read_text())
+    assert data["settings"]["sizes"] == [[16, 16], [16, 32]]
+    assert data["settings"]["repeats"] == 2
+    assert len(data["entries"]) == 4 and all(e["status"] == "ok" for e in data["entries"])
+    assert all(e["latency_ms"]["n"] == 2 for e in data["entries"])
+    assert {r["baseline"] for r in data["speedups"]} == {"resshift-v3"}
+    assert (out / "results.png").stat().st_size > 0
+    assert "RSD speed-up" in (out / "results.md").read_text()
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_recipe_is_overridden_by_options(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("description: test\narch: tiny\nsizes: [16]\nrepeats: 1\ncontenders: [sinsr]\n")
+    out = tmp_path / "o"
+    main(["--recipe", str(recipe), "--repeats", "2", "-o", str(out), "--no-progress"])
+    data = json.loads((out / "results.json").read_text())
+    assert data["settings"]["repeats"] == 2 and data["settings"]["contenders"] == ["sinsr"]
+    assert data["settings"]["arch"] == "tiny"
+
+
+@pytest.mark.parametrize("argv, code, words", [
+    (["--size", "0"], 4, "not positive"),
+    (["--size", "huge"], 1, "bad size"),
+    (["--backend", "tflite-fp32"], 1, "unknown backend"),
+    (["--checkpoint", "rsd"], 1, "CONTENDER=PATH"),
+    (["--checkpoint", "rsd=/nonexistent.pth"], 1, "file not found"),
+])
+def test_bad_input_one_line_error(tmp_path, capsys, argv, code, words):
+    assert _exit_code(argv + ["-o", str(tmp_path / "x")]) == code
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and words in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "x").exists()
