@@ -44,7 +44,7 @@ RunnerFactory = Callable[[str, str], Any]
 class VerifyOptions:
     """What ``rsd-export --verify`` compares."""
 
-    precisions: Tuple[str, ...] = ("fp16",)
+    precisions: Optional[Tuple[str, ...]] = None  # None: every precision the bundle has engines for
     image_dirs: Tuple[Path, ...] = ()  # LR images; empty: shared/data (imagenet_val_sr/lq, realset65)
     count: int = 4  # LR crops
     latent_size: Optional[int] = None  # crop side in LR (= latent) px; default: the spec's opt tile
@@ -54,9 +54,11 @@ class VerifyOptions:
     write_report: bool = True
 
     def validate(self) -> None:
-        unknown = [p for p in self.precisions if p not in MIN_PSNR_DB]
-        if unknown or not self.precisions:
-            raise ConfigError(f"unknown precision(s) {unknown or list(self.precisions)}; choose fp32, fp16 or int8")
+        if self.precisions is not None:
+            unknown = [p for p in self.precisions if p not in MIN_PSNR_DB]
+            if unknown or not self.precisions:
+                raise ConfigError(f"unknown precision(s) {unknown or list(self.precisions)}; "
+                                  "choose fp32, fp16 or int8")
         if self.count < 1:
             raise ConfigError(f"--verify needs at least one image, got count={self.count}")
 
@@ -110,6 +112,9 @@ class VerifyReport:
         lines += [f"end-to-end {e.precision}: PSNR {_fmt_db(e.psnr_db)} (worst crop {_fmt_db(e.min_psnr_db)}, "
                   f"need >= {e.threshold_db:.0f} dB) {'ok' if e.passed else 'FAIL'}" for e in self.end_to_end]
         return lines
+
+    def __str__(self) -> str:
+        return "\n".join(["TensorRT vs ONNX Runtime fp32:"] + [f"  {line}" for line in self.summary_lines()])
 
     def to_dict(self) -> Dict[str, Any]:
         def clean(value: Any) -> Any:  # JSON has no inf: a perfect match is reported as null
@@ -167,6 +172,18 @@ def _engine_runner_factory(onnx_dir: Path, manifest: Mapping[str, Any]) -> Runne
     return factory
 
 
+def _engine_precisions(manifest: Mapping[str, Any], onnx_dir: Path) -> Tuple[str, ...]:
+    """Precisions with an engine for every submodel."""
+    from rsd_deploy.export.engine_build import rebuild_command
+
+    engines = manifest.get("engines") or {}
+    found = [p for p in MIN_PSNR_DB if all(p in engines.get(s, {}) for s in SUBMODELS)]
+    if not found:
+        raise ConfigError(f"{onnx_dir} has no TensorRT engines to verify; build them with "
+                          f"`{rebuild_command(onnx_dir)}`")
+    return tuple(found)
+
+
 def _reference_runner(path: Path, name: str) -> Any:
     import onnxruntime as ort
     from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
@@ -205,6 +222,7 @@ def _verify(onnx_dir: Path, options: VerifyOptions, candidate_runner: Optional[R
     options.validate()
     bundle = Bundle.open(onnx_dir)
     factory = candidate_runner or _engine_runner_factory(onnx_dir, bundle.manifest)
+    precisions = options.precisions or _engine_precisions(bundle.manifest, onnx_dir)
     spec = bundle.spec("denoiser")
     size = int(options.latent_size or spec.profile.opt[1])
     spec.check_latent_size(size, size)
@@ -239,7 +257,7 @@ def _verify(onnx_dir: Path, options: VerifyOptions, candidate_runner: Optional[R
 
     graphs: List[GraphComparison] = []
     end_to_end: List[EndToEnd] = []
-    for precision in options.precisions:
+    for precision in precisions:
         candidates = {s: factory(s, precision) for s in SUBMODELS}
         for submodel in SUBMODELS:
             ref, cand = references[submodel], candidates[submodel]

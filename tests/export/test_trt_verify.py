@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-from rsd_deploy.errors import AtolError, BackendUnavailableError
+from rsd_deploy.errors import AtolError, BackendUnavailableError, ConfigError
 from rsd_deploy.export.trt_verify import VerifyOptions, psnr_db, to_uint8, verify_engines
 from tests.conftest import DATA
-from tests.export.trt_fixtures import _toy_bundle_template, toy_bundle  # noqa: F401
+from tests.export.trt_fixtures import _toy_bundle_template, fake_trt, toy_bundle  # noqa: F401
 
 REALSET = DATA / "realset65"
 
@@ -97,3 +97,15 @@ def test_psnr_and_uint8_helpers():
     assert math.isinf(psnr_db(ref, ref, 1.0))
     assert psnr_db(ref, ref + 0.1, 1.0) == pytest.approx(20.0)
     np.testing.assert_array_equal(to_uint8(np.array([-2.0, -1.0, 0.0, 1.0, 3.0])), [0, 0, 128, 255, 255])
+
+
+def test_default_precisions_are_those_with_engines(fake_trt, toy_bundle, images):
+    options = VerifyOptions(image_dirs=images, count=1, latent_size=16)
+    with pytest.raises(ConfigError, match="no TensorRT engines to verify; build them with `rsd-export --build-engine"):
+        verify_engines(toy_bundle, options, candidate_runner=_onnx_factory(toy_bundle, {}))
+    from rsd_deploy.export.engine_build import build_engines
+
+    build_engines(toy_bundle, ["fp16"])  # through FakeTensorRT (recording test double)
+    report = verify_engines(toy_bundle, options, candidate_runner=_onnx_factory(toy_bundle, {}))
+    assert [e.precision for e in report.end_to_end] == ["fp16"]
+    assert str(report).startswith("TensorRT vs ONNX Runtime fp32:\n") and "end-to-end fp16" in str(report)
