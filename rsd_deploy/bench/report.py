@@ -159,6 +159,10 @@ def finalize(results: dict, device: str, notes: Optional[List[str]] = None) -> d
     out["speedups"] = speedups(results["entries"])
     out["official_ratios"] = official_ratios(results["entries"])
     base_notes = list(notes or [])
+    if device == "cpu":
+        base_notes.append("CPU: latency is wall time; 'process CPU' is this process's CPU time over the same run "
+                          "(all threads). On a shared machine wall time >> CPU time means we waited for other "
+                          "processes; compare host load above")
     if results.get("random_weights"):
         base_notes.append("random weights: speed figures only; quality vs HR is n/a (random weights)")
     if any(e.get("timing_only_steps") for e in results["entries"]):
@@ -242,8 +246,8 @@ def render_markdown(res: dict) -> str:
 
     lines += ["## All measurements (ms; p50 / p90 / p99, spread = (p90 - p10) / p50)", ""]
     lines += ["| contender | backend | LR size | batch | p50 | p90 | p99 | spread | encode | denoise | decode | host "
-              "| img/s | first call | peak MiB (dev / host RSS) |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| img/s | first call | peak MiB (dev / host RSS) | process CPU p50 |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for e in res["entries"]:
         if e["status"] != "ok":
             continue
@@ -254,7 +258,8 @@ def render_markdown(res: dict) -> str:
         lines.append(f"| {label} | {e['backend']} | {_size(e)} | {e['batch']} | {_fmt(lat['p50'])} | "
                      f"{_fmt(lat['p90'])} | {_fmt(lat['p99'])} | {lat['spread']:.2f} | {_fmt(st['encode']['p50'])} | "
                      f"{_fmt(st['denoise']['p50'])} | {_fmt(st['decode']['p50'])} | {_fmt(st['host']['p50'])} | "
-                     f"{_fmt(e.get('throughput_ips'), 2)} | {_fmt(e.get('first_call_ms'))} | {mem} |")
+                     f"{_fmt(e.get('throughput_ips'), 2)} | {_fmt(e.get('first_call_ms'))} | {mem} | "
+                     f"{_fmt((e.get('process_cpu_ms') or {}).get('p50'))} |")
     skipped = [e for e in res["entries"] if e["status"] != "ok"]
     if skipped:
         lines += ["", "Not measured:", ""]

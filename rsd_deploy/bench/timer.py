@@ -118,9 +118,11 @@ class StageRecorder:
         self._total = timer.interval()
         self._stages: List[tuple] = []
         self._open = False
+        self._cpu0 = 0.0
 
     def begin(self) -> None:
         self._timer.synchronize()  # nothing queued before the run may leak into it
+        self._cpu0 = time.process_time()
         self._total.start()
 
     @contextlib.contextmanager
@@ -141,15 +143,20 @@ class StageRecorder:
             self._stages.append((name, interval))
 
     def end(self) -> Dict[str, float]:
-        """Stop, synchronise, and return {"total": ms, "encode": ms, ..., "host": ms}."""
+        """Stop, synchronise, and return {"total": ms, "encode": ms, ..., "host": ms, "cpu": ms}.
+
+        ``cpu`` is the process CPU time of the run (all threads): on a shared CPU it shows how much of
+        the wall time was our own work rather than waiting for other processes."""
         self._total.stop()
         self._timer.synchronize()
+        cpu_ms = (time.process_time() - self._cpu0) * 1000.0
         out = {s: 0.0 for s in STAGES}
         for name, interval in self._stages:
             out[name] += interval.elapsed_ms()
         total = self._total.elapsed_ms()
         out["host"] = max(0.0, total - sum(out[s] for s in STAGES if s != "host"))
         out["total"] = total
+        out["cpu"] = cpu_ms
         return out
 
 
@@ -204,6 +211,7 @@ class Measurement:
 
     total: Stats
     stages: Dict[str, Stats]
+    cpu_time: Stats
     first_call_ms: float
     warmup_runs: int
     samples_ms: List[float]
@@ -216,6 +224,7 @@ class Measurement:
         return {
             "latency_ms": self.total.to_dict(),
             "stages_ms": {k: v.to_dict() for k, v in self.stages.items()},
+            "process_cpu_ms": self.cpu_time.to_dict(),
             "first_call_ms": self.first_call_ms,
             "warmup_runs": self.warmup_runs,
             "samples_ms": self.samples_ms,
@@ -267,7 +276,8 @@ def measure(run_fn: Callable[[StageRecorder], object], timer: DeviceTimer, *, wa
     stages = {s: Stats.from_samples([r[s] for r in runs]) for s in STAGES}
     logger.debug("measured %d runs: p50 %.2f ms", repeats, float(np.median(totals)))
     return Measurement(
-        total=Stats.from_samples(totals), stages=stages, first_call_ms=first_call_ms,
+        total=Stats.from_samples(totals), stages=stages, cpu_time=Stats.from_samples([r["cpu"] for r in runs]),
+        first_call_ms=first_call_ms,
         warmup_runs=warmup, samples_ms=totals, peak_device_mib=peak_dev, peak_host_rss_mib=peak_host,
         sync_calls=timer.sync_count - sync_before,
     )
