@@ -12,18 +12,22 @@ The stubs describe TensorRT 10.x. Members removed in 11.x (``BuilderFlag.FP16``,
 reaches those through ``hasattr``/``getattr`` and the unit tests drive an 11.x-shaped test double.
 
 Usage:  python export/typecheck_trt.py [paths...]   (default: the TensorRT modules)
-Needs:  pip install mypy 'tensorrt-stubs==10.13.0.35.1' --no-deps
+Needs:  mypy. The stubs are taken from the environment when installed, else fetched with
+        `pip install --no-deps --target <temp dir> tensorrt-stubs==10.13.0.35.1`: keep them out of
+        the environment, where they make `import tensorrt` succeed without TensorRT.
 """
 from __future__ import annotations
 
 import importlib.util
 import re
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import List, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
+STUBS_PIN = "tensorrt-stubs==10.13.0.35.1"  # 10.9-10.13 all need the fixes below; 10.13 matches our floor best
 DEFAULT_TARGETS = (
     "rsd_deploy/export/trt.py",
     "rsd_deploy/export/engine_build.py",
@@ -93,12 +97,23 @@ def patch_stub_text(text: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def prepare_stubs(dest: Path) -> Path:
-    """Copy the installed tensorrt-stubs into ``dest`` with the fixes applied; returns ``dest``."""
+def _stub_site(scratch: Path) -> Path:
+    """The folder holding tensorrt/ and tensorrt_bindings/ stubs: installed, or fetched into ``scratch``."""
     spec = importlib.util.find_spec("tensorrt_stubs")
-    if spec is None or spec.origin is None:
-        raise SystemExit("error: tensorrt-stubs is not installed; pip install --no-deps 'tensorrt-stubs==10.13.0.35.1'")
-    site = Path(spec.origin).resolve().parents[1]
+    if spec is not None and spec.origin is not None:
+        return Path(spec.origin).resolve().parents[1]
+    target = scratch / "site"
+    result = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
+                             STUBS_PIN], capture_output=True, text=True)
+    if result.returncode != 0:
+        tail = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise SystemExit(f"error: could not fetch {STUBS_PIN} ({tail}); install it with pip --no-deps --target")
+    return target
+
+
+def prepare_stubs(dest: Path, scratch: Path) -> Path:
+    """Copy tensorrt-stubs into ``dest`` with the fixes applied; returns ``dest``."""
+    site = _stub_site(scratch)
     for package in ("tensorrt", "tensorrt_bindings"):
         for stub in sorted((site / package).glob("*.pyi")):
             target = dest / package / stub.name
@@ -111,7 +126,7 @@ def run_mypy(targets: Sequence[str]) -> int:
     from mypy import api
 
     with tempfile.TemporaryDirectory(prefix="trt-stubs-") as tmp:
-        stubs = prepare_stubs(Path(tmp) / "stubs")
+        stubs = prepare_stubs(Path(tmp) / "stubs", Path(tmp))
         config = Path(tmp) / "mypy.ini"
         config.write_text(MYPY_CONFIG.format(stubs=stubs))
         args = ["--config-file", str(config), "--cache-dir", str(Path(tmp) / "cache"), *targets]
