@@ -147,11 +147,11 @@ def read_image(path: Path | str) -> LRImage:
 
 
 def to_model_range(pixels: np.ndarray) -> np.ndarray:
-    """uint8/uint16 (..., 3) -> float32 in [-1, 1] (``x / max * 2 - 1``); float32 input is passed through."""
+    """uint8/uint16 (..., 3) -> float32 in [-1, 1] as upstream: ``(x / max - 0.5) / 0.5``; float32 passes through."""
     if pixels.dtype == np.float32:
         return pixels
-    scale = np.float32(2.0 / _MAX_VALUE[pixels.dtype])
-    return pixels.astype(np.float32) * scale - np.float32(1.0)
+    unit = pixels.astype(np.float32) / np.float32(_MAX_VALUE[pixels.dtype])
+    return (unit - np.float32(0.5)) / np.float32(0.5)
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
