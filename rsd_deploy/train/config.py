@@ -65,7 +65,7 @@ class OptimConfig:
     warmup: int = 0  # linear LR warm-up iterations (SinSR: 5000)
     grad_clip: Optional[float] = None
     ema: float = 0.999
-    precision: str = "fp32"  # autocast for the trained nets: fp32 | bf16 | fp16
+    precision: str = "fp32"  # autocast for the trained nets: fp32 | bf16 (fp16 would need loss scaling)
     vq_fp16: bool = True  # run the frozen VQ in fp16 on CUDA (ignored on CPU)
 
 
@@ -138,8 +138,9 @@ class TrainConfig:
         if o.batch_size % per_step:
             raise ConfigError(f"optim.batch_size {o.batch_size} must be a multiple of micro_batch x processes "
                               f"= {o.micro_batch} x {world_size}")
-        if o.precision not in ("fp32", "bf16", "fp16"):
-            raise ConfigError(f"optim.precision must be fp32, bf16 or fp16, got {o.precision!r}")
+        if o.precision not in ("fp32", "bf16"):
+            raise ConfigError(f"optim.precision must be fp32 or bf16 (bf16 autocast needs no loss scaling), "
+                              f"got {o.precision!r}")
         if self.rsd.generator_loss not in ("dmd", "exact"):
             raise ConfigError(f"rsd.generator_loss must be 'dmd' or 'exact', got {self.rsd.generator_loss!r}")
         if self.rsd.fake_updates < 1:

@@ -162,8 +162,7 @@ class Trainer:
         p = self.cfg.optim.precision
         if p == "fp32":
             return contextlib.nullcontext()
-        dtype = torch.bfloat16 if p == "bf16" else torch.float16
-        return torch.autocast(self.device.type, dtype=dtype)
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
     def make_optimizer(self, params: Any) -> torch.optim.Optimizer:
         o = self.cfg.optim

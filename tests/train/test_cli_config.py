@@ -17,7 +17,7 @@ def test_published_configs_load_and_validate():
     assert rsd.method == Method.RSD and rsd.rsd.fake_updates == 5 and rsd.rsd.lpips_weight == 2.0
     assert rsd.rsd.gan_weight == 3e-3 and rsd.optim.lr == 5e-5 and tuple(rsd.optim.betas) == (0.9, 0.95)
     assert rsd.optim.ema == 0.999 and len(rsd.rsd.student_nodes) == 4 and rsd.optim.batch_size == 64
-    for name in ("sinsr_realsr_x4.yaml", "resshift_teacher_v1.yaml", "tiny_rsd.yaml"):
+    for name in ("sinsr_realsr_x4.yaml", "resshift_teacher_v1.yaml", "tiny_rsd.yaml", "demo_rsd.yaml"):
         load_config(REPO_CONFIGS / name).validate(world_size=1)
 
 
@@ -32,6 +32,7 @@ def test_overrides_are_parsed_as_yaml():
     ("optim.batch_size=3", "multiple of micro_batch"),
     ("rsd.generator_loss=kl", "generator_loss"),
     ("novalue", "not key=value"),
+    ("optim.precision=fp16", "fp32 or bf16"),
 ])
 def test_bad_configs_give_one_line_errors(override, message):
     with pytest.raises(ConfigError, match=message) as info:

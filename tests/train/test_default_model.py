@@ -1,0 +1,47 @@
+"""The embedded demo model: present, small, loadable, and it super-resolves real images sensibly."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rsd_deploy.default_model import ASSETS, LABEL, load_default_models
+from tests.conftest import DATA
+
+
+def test_assets_are_small_safetensors():
+    files = sorted(ASSETS.glob("*.safetensors"))
+    assert {p.name for p in files} >= {"demo_unet.safetensors", "demo_vq.safetensors"}
+    assert sum(p.stat().st_size for p in ASSETS.iterdir() if p.is_file()) < 8 * 1024 * 1024
+
+
+def test_load_default_models_describes_itself():
+    unet, vq, info = load_default_models()
+    assert info["kind"] in ("rsd", "resshift-v1") and info["schedule"] == "v1"
+    assert info["label"] == LABEL and "not the published RSD" in info["label"]
+    assert unet.config.noise_channels == (1 if info["kind"] == "rsd" else 0)
+    assert not unet.training and not vq.training
+    assert all(p.dtype == torch.float32 for p in unet.parameters())
+
+
+def test_demo_model_beats_bicubic_on_imagenet_pairs(shared_dir):
+    """Y-PSNR on 4 held-out ImageNet pairs (not used in training) must beat bicubic x4 upsampling."""
+    import torch.nn.functional as F
+
+    from rsd_deploy.models.schedule import Schedule
+    from rsd_deploy.train.data import PairedDataset
+    from rsd_deploy.train.evaluate import psnr, rgb_to_y, super_resolve
+
+    unet, vq, info = load_default_models()
+    ds = PairedDataset(DATA / "imagenet_val_sr" / "lq", DATA / "imagenet_val_sr" / "gt", lq_size=None, hflip=False)
+    ours, bicubic = [], []
+    for i in range(4):
+        item = ds[i]
+        lq, gt = item["lq"][None], item["gt"][None]
+        sr = super_resolve(unet, vq, Schedule.preset(info["schedule"]), lq, one_step=info["kind"] == "rsd",
+                           generator=torch.Generator().manual_seed(i))
+        assert sr.shape == gt.shape and torch.isfinite(sr).all()
+        up = F.interpolate(lq, scale_factor=4, mode="bicubic", align_corners=False).clamp(-1, 1)
+        y = lambda x: rgb_to_y(((x + 1) * 127.5).round())  # noqa: E731
+        ours.append(float(psnr(y(sr), y(gt))[0]))
+        bicubic.append(float(psnr(y(up), y(gt))[0]))
+    assert sum(ours) / 4 > sum(bicubic) / 4 - 1.0, (ours, bicubic)

@@ -1,0 +1,73 @@
+"""Evaluate ResShift-type models on paired folders: PSNR/SSIM (Y) and CPU time per image.
+
+  python train/scripts/evaluate_models.py --vq VQ --teacher TEACHER [--student STUDENT] \
+      --lq ../shared/data/imagenet_val_sr/lq --gt ../shared/data/imagenet_val_sr/gt [--json out.json]
+
+Rows: teacher at 1 step (from T-1), teacher with its full T steps, student at 1 step (if given), and the
+bicubic x4 baseline. Same seed per image for every row.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+
+def bicubic_scores(lq_dir: str, gt_dir: str, limit: int | None) -> dict:
+    import torch.nn.functional as F
+
+    from rsd_deploy.train.data import PairedDataset
+    from rsd_deploy.train.evaluate import psnr, rgb_to_y, ssim
+
+    ds = PairedDataset(lq_dir, gt_dir, lq_size=None, hflip=False)
+    n = len(ds) if limit is None else min(limit, len(ds))
+    p, s = [], []
+    for i in range(n):
+        item = ds[i]
+        up = F.interpolate(item["lq"][None], scale_factor=4, mode="bicubic", align_corners=False).clamp(-1, 1)
+        a, b = rgb_to_y(((up + 1) * 127.5).round()), rgb_to_y(((item["gt"][None] + 1) * 127.5).round())
+        p.append(float(psnr(a, b)[0]))
+        s.append(float(ssim(a, b)[0]))
+    return {"psnr": sum(p) / n, "ssim": sum(s) / n, "seconds_per_image": 0.0, "images": n}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--vq", required=True)
+    parser.add_argument("--teacher", required=True)
+    parser.add_argument("--student")
+    parser.add_argument("--lq", required=True)
+    parser.add_argument("--gt", required=True)
+    parser.add_argument("--limit", type=int)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    from rsd_deploy import load_checkpoint
+    from rsd_deploy.models.schedule import Schedule
+    from rsd_deploy.train.evaluate import evaluate_pairs
+
+    vq, teacher = load_checkpoint(args.vq), load_checkpoint(args.teacher)
+    schedule = Schedule.preset("v1")
+    rows = {"bicubic": bicubic_scores(args.lq, args.gt, args.limit)}
+    runs = [("teacher_1_step", teacher, True), ("teacher_15_steps", teacher, False)]
+    if args.student:
+        runs.append(("student_1_step", load_checkpoint(args.student), True))
+    for name, net, one in runs:
+        t0 = time.time()
+        rows[name] = evaluate_pairs(net, vq, schedule, args.lq, args.gt, one_step=one, max_images=args.limit)
+        print(f"{name:18s} PSNR {rows[name]['psnr']:.2f}  SSIM {rows[name]['ssim']:.4f}  "
+              f"{rows[name]['seconds_per_image'] * 1000:.0f} ms/image  ({time.time() - t0:.0f}s)", flush=True)
+    print(f"{'bicubic':18s} PSNR {rows['bicubic']['psnr']:.2f}  SSIM {rows['bicubic']['ssim']:.4f}")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
