@@ -353,3 +353,57 @@ class TritonCpuSimulator:
         if trace is not None:
             trace.update(tensors)
         return {o.name: tensors[o.name] for o in config.output}
+
+
+# ------------------------------------------------------------------- real (tiny) exports
+def export_tiny_bundle(out_dir: Path, fixtures: Path, *, tile: int = 32, overlap: int = 8) -> dict:
+    """The official-format tiny RSD student + tiny VQ-f4 fixtures exported with the exporter's own
+    graph wrappers and manifest writer (no parity/accuracy/lint passes: those are the exporter's
+    tests), so C++/Triton tests run on real model graphs in seconds."""
+    import torch
+
+    from rsd_deploy import load_checkpoint
+    from rsd_deploy.export import manifest as mf
+    from rsd_deploy.export.onnx_export import DiffusionConstants, build_specs, export_graph, graph_modules
+    from rsd_deploy.models import Schedule
+
+    unet = load_checkpoint(fixtures / "rsd_student_tiny" / "state_dict.pth").eval()
+    vq = load_checkpoint(fixtures / "vq_tiny" / "state_dict.pth").eval()
+    constants = DiffusionConstants.from_schedule(Schedule.preset("v1"))
+    specs = build_specs(unet.config)
+    modules = graph_modules(unet, vq, constants)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    graphs = {}
+    with torch.inference_mode(False):
+        for name in ("encoder", "denoiser", "decoder"):
+            g = export_graph(modules[name], specs[name], out_dir / f"{name}.onnx", export_shape=(1, 32, 32))
+            recipe = {"tool": "torch.onnx.export (tests)", "kept_fp32": ["*"]}
+            graphs[name] = {"spec": specs[name].to_dict(),
+                            "variants": {"fp32": mf.variant_entry(out_dir, g.path.name, list(g.external_data),
+                                                                  OPSET, recipe)}}
+    manifest = mf.build_manifest(kind="rsd", demo=True, noise_channels=int(unet.config.noise_channels),
+                                 unet_checkpoint=None, vq_checkpoint=None, constants=constants,
+                                 latent_multiple=int(unet.config.input_multiple), graphs=graphs, tile=tile,
+                                 overlap=overlap)
+    manifest["accuracy_report"] = None
+    mf.write_json_atomic(out_dir / "manifest.json", manifest)
+    return json.loads((out_dir / "manifest.json").read_text())
+
+
+_TINY_EXPORT: Dict[str, Path] = {}
+
+
+def tiny_export_dir() -> Path:
+    """One tiny real export per test session, shared by the C++ and Triton tests (~10 s CPU)."""
+    import tempfile
+
+    import pytest
+
+    fixtures = (REPO / ".." / "shared" / "fixtures").resolve()
+    if not (fixtures / "rsd_student_tiny" / "state_dict.pth").is_file():
+        pytest.skip(f"tiny fixtures absent under {fixtures}")
+    if "dir" not in _TINY_EXPORT:
+        out = Path(tempfile.mkdtemp(prefix="rsd-tiny-export-")) / "bundle"
+        export_tiny_bundle(out, fixtures)
+        _TINY_EXPORT["dir"] = out
+    return _TINY_EXPORT["dir"]

@@ -150,6 +150,29 @@ def test_runner_matches_python_pipeline_on_a_real_image(cpp, synthetic_bundle, t
     assert ours.std() > 0.05  # a real picture went through, not a constant
 
 
+@pytest.fixture(scope="module")
+def tiny_bundle() -> Path:
+    torch.set_num_threads(1)
+    return kit.tiny_export_dir()
+
+
+@pytest.mark.parametrize("tile,overlap", [(None, 0), (32, 8)])
+def test_runner_matches_python_pipeline_with_the_real_tiny_model(cpp, tiny_bundle, tmp_path, tile, overlap):
+    """Real RSD student + VQ-f4 graphs (tiny fixtures exported by the exporter's wrappers)."""
+    crop = read_image(real_png()).rgb[96:156, 240:284]  # 60x44, padded to 64x48
+    image = tmp_path / "lr.png"
+    import cv2
+
+    assert cv2.imwrite(str(image), crop[:, :, ::-1])
+    ours, ref, png = upscale_both(cpp, tiny_bundle, image, tmp_path, tile=tile, overlap=overlap, seed=5)
+    assert ours.shape == ref.shape == (240, 176, 3)
+    # measured ~1e-5 (summation order); a flipped VQ code (argmin near-tie) would show as ~0.1+
+    assert np.abs(ours - ref).max() < 1e-4
+    ref_u8 = np.rint((ref * 0.5 + 0.5) * 255).astype(np.int16)
+    assert np.abs(png.astype(np.int16) - ref_u8).max() <= 1
+    assert ours.std() > 0.05
+
+
 def test_runner_seed_noise_is_reproducible(cpp, synthetic_bundle, tmp_path):
     image = real_png("00003.png")
     crop = tmp_path / "lr.png"

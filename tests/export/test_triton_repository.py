@@ -159,6 +159,29 @@ def test_ensemble_on_a_real_image_matches_the_python_pipeline(simulator, bundle)
     assert sr.std() > 10
 
 
+def test_ensemble_with_the_real_tiny_model_matches_the_python_pipeline(tmp_path):
+    path = REALSET / "00003.png"
+    if not path.is_file():
+        pytest.skip(f"{path} is absent")
+    from rsd_deploy.pipeline.noise import SamplingNoise
+
+    torch.set_num_threads(1)
+    bundle = kit.tiny_export_dir()
+    write_model_repository(bundle, tmp_path / "repo")
+    sim = kit.TritonCpuSimulator(tmp_path / "repo")
+    rgb = read_image(path).rgb[96:156, 240:284]
+    trace: dict = {}
+    sr = sim.infer("rsd", {"LR_IMAGE": rgb[None], "SEED": np.array([[3]], np.int64)}, trace)["SR_IMAGE"][0]
+    pipe = kit.python_pipeline(bundle, tile=None, overlap=0, seed=0)
+    lq = pad_to_multiple(torch.from_numpy(to_model_range(rgb)).permute(2, 0, 1)[None], 16)
+    noise = SamplingNoise(prior=torch.from_numpy(trace["prior_noise"]), student=torch.from_numpy(trace["student_noise"]))
+    ref = pipe.sample(lq, noise)[0, :, :240, :176].numpy()
+    ref_u8 = np.rint((np.clip(ref, -1, 1) * 0.5 + 0.5) * 255).astype(np.int16).transpose(1, 2, 0)
+    diff = np.abs(sr.astype(np.int16) - ref_u8)
+    print("triton-sim vs pipeline, real tiny model: max u8 diff", diff.max(), "mean", diff.mean())
+    assert diff.max() <= 1 and sr.std() > 10
+
+
 def test_ensemble_batches_requests(simulator):
     rng = np.random.default_rng(2)
     images = rng.integers(0, 256, size=(3, 16, 16, 3), dtype=np.uint8)

@@ -18,10 +18,10 @@ Tensor read_image(const std::string& path) {
                 "); pass a PNG or JPEG file", kExitImageIO);
   Tensor t({1, 3, h, w});
   const size_t plane = static_cast<size_t>(h) * static_cast<size_t>(w);
-  // x * float32(2/255) - 1, bit-identical to the Python pipeline's to_model_range
-  const float scale = static_cast<float>(2.0 / 255.0);
+  // (x / 255 - 0.5) / 0.5 in float32, as upstream and bit-identical to the Python pipeline's to_model_range
   for (size_t i = 0; i < plane; ++i)
-    for (size_t c = 0; c < 3; ++c) t.data[c * plane + i] = static_cast<float>(pixels[i * 3 + c]) * scale - 1.0f;
+    for (size_t c = 0; c < 3; ++c)
+      t.data[c * plane + i] = (static_cast<float>(pixels[i * 3 + c]) / 255.0f - 0.5f) / 0.5f;
   stbi_image_free(pixels);
   return t;
 }

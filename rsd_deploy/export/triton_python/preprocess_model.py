@@ -1,7 +1,7 @@
 """Triton Python backend: RSD pre-processing (LR uint8 image -> the graphs' inputs).
 
 Per request image (H, W, 3) uint8 RGB and a seed:
-  lq          = pad(x * float32(2/255) - 1) to the latent multiple (reflect per axis, replicate when
+  lq          = pad((x / 255 - 0.5) / 0.5) to the latent multiple (reflect per axis, replicate when
                 the pad is not smaller than the side), CHW float32 in [-1, 1]
   image       = PyTorch-equivalent bicubic x sf of lq (a = -0.75, align_corners=False, no antialias)
   prior_noise = N(0, 1) (3, hp, wp);  noise = N(0, 1) (noise_channels, hp, wp) for RSD students
@@ -14,12 +14,10 @@ import json
 
 import numpy as np
 
-_TO_UNIT = np.float32(2.0 / 255.0)
-
-
 def to_model_range(rgb_u8: np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8 -> (3, H, W) float32 in [-1, 1], as rsd_deploy.pipeline.image_io.to_model_range."""
-    return np.ascontiguousarray((rgb_u8.astype(np.float32) * _TO_UNIT - np.float32(1.0)).transpose(2, 0, 1))
+    """(H, W, 3) uint8 -> (3, H, W) float32 (x / 255 - 0.5) / 0.5, as rsd_deploy.pipeline.image_io."""
+    unit = rgb_u8.astype(np.float32) / np.float32(255)
+    return np.ascontiguousarray(((unit - np.float32(0.5)) / np.float32(0.5)).transpose(2, 0, 1))
 
 
 def pad_to_multiple(chw: np.ndarray, multiple: int) -> np.ndarray:

@@ -8,7 +8,7 @@
 
 namespace rsd {
 
-// (1, 3, H, W) float32 RGB in [-1, 1] (= v * float32(2/255) - 1).
+// (1, 3, H, W) float32 RGB in [-1, 1] (= (v / 255 - 0.5) / 0.5 in float32).
 Tensor read_image(const std::string& path);
 
 // (1, 3, H, W) in [-1, 1] -> PNG, uint8 = round((clamp(x) + 1) * 127.5).
