@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 
@@ -159,11 +159,12 @@ def ort_headers_missing() -> Optional[str]:
             "or set ONNXRUNTIME_INCLUDE_DIR)")
 
 
-def build_cpp(build_dir: Path, timeout: float = 600.0) -> Dict[str, Path]:
-    """Configure + build export/cpp (Release, ONNX Runtime required); returns the executables."""
+def build_cpp(build_dir: Path, timeout: float = 600.0, options: Sequence[str] = ("-DRSD_WITH_ONNXRUNTIME=ON",)
+              ) -> Dict[str, Path]:
+    """Configure + build export/cpp (Release; ``options`` pick the backends); returns the executables."""
     generator = ["-G", "Ninja"] if shutil.which("ninja") else []
     configure = ["cmake", "-S", str(CPP_DIR), "-B", str(build_dir), *generator, "-DCMAKE_BUILD_TYPE=Release",
-                 "-DRSD_WITH_ONNXRUNTIME=ON", f"-DPython3_EXECUTABLE={sys.executable}"]
+                 *options, f"-DPython3_EXECUTABLE={sys.executable}"]
     if os.environ.get("ONNXRUNTIME_INCLUDE_DIR"):
         configure.append(f"-DONNXRUNTIME_INCLUDE_DIR={os.environ['ONNXRUNTIME_INCLUDE_DIR']}")
     for cmd in (configure, ["cmake", "--build", str(build_dir), "-j", "2"]):

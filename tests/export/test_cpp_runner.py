@@ -173,6 +173,16 @@ def test_runner_matches_python_pipeline_with_the_real_tiny_model(cpp, tiny_bundl
     assert ours.std() > 0.05
 
 
+@pytest.mark.slow
+def test_runner_matches_python_pipeline_on_a_whole_real_image(cpp, tiny_bundle, tmp_path):
+    """realset65/00003.png (512x256) with the manifest-style 64/16 tiling: 45 tiles (~2 min)."""
+    ours, ref, png = upscale_both(cpp, tiny_bundle, real_png(), tmp_path, tile=64, overlap=16, seed=5)
+    assert ours.shape == (1024, 2048, 3)
+    assert np.abs(ours - ref).max() < 1e-4  # measured 1.1e-5
+    ref_u8 = np.rint((ref * 0.5 + 0.5) * 255).astype(np.int16)
+    assert np.abs(png.astype(np.int16) - ref_u8).max() <= 1
+
+
 def test_runner_seed_noise_is_reproducible(cpp, synthetic_bundle, tmp_path):
     image = real_png("00003.png")
     crop = tmp_path / "lr.png"

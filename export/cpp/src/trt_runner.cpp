@@ -169,7 +169,11 @@ class TrtRunner final : public GraphRunner {
       cuda_check(cudaStreamEndCapture(stream_, &g), "cudaStreamEndCapture");
       if (!ok) throw Error(graph_.name + ": enqueueV3 failed during CUDA graph capture", kExitBackend);
       cudaGraphExec_t exec = nullptr;
+#if CUDART_VERSION >= 12000
       cuda_check(cudaGraphInstantiate(&exec, g, 0), "cudaGraphInstantiate");
+#else  // CUDA 11 (older JetPack): the 5-argument form
+      cuda_check(cudaGraphInstantiate(&exec, g, nullptr, nullptr, 0), "cudaGraphInstantiate");
+#endif
       cudaGraphDestroy(g);
       graphs_[key] = exec;
       return;  // the plain run above already produced this call's output
