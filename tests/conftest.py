@@ -18,7 +18,14 @@ def _has_cuda() -> bool:
 
 
 def _has_tensorrt() -> bool:
-    return importlib.util.find_spec("tensorrt") is not None
+    # find_spec alone is fooled by tensorrt-stubs; ask the TensorRT module for a usable runtime
+    if importlib.util.find_spec("tensorrt") is None:
+        return False
+    try:
+        from rsd_deploy.export.trt import tensorrt_status
+    except ImportError:
+        return False
+    return bool(tensorrt_status()[0])
 
 
 def pytest_collection_modifyitems(config, items):

@@ -42,7 +42,7 @@ def read_checkpoint_file(path: os.PathLike) -> Tuple[object, Dict[str, str]]:
         return torch.load(p, map_location="cpu", weights_only=True), {}
     except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if "weights_only" in str(e) or "Unsupported global" in str(e):
+        if "Unsupported global" in str(e) or "GLOBAL" in str(e):
             raise CheckpointError(f"{p}: holds pickled code, not only tensors; it was refused (weights_only=True). "
                                   "Re-save it as a plain state dict or safetensors") from None
         raise CheckpointError(f"{p}: cannot be read as a PyTorch checkpoint ({first})") from None

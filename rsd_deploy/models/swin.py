@@ -71,8 +71,8 @@ class WindowAttention(nn.Module):
         """(heads, N, N) bias; cached for inference (keyed on device, dtype and the table's version)."""
         table = self.relative_position_bias_table
         cacheable = not (self.training or torch.is_grad_enabled() or is_exporting())
-        key = (table.device, dtype, table._version, table.data_ptr())
-        if cacheable and key in self._bias_cache:
+        key = (table.device, dtype, table._version, table.data_ptr()) if cacheable else None
+        if key is not None and key in self._bias_cache:
             return self._bias_cache[key]
         n = self.window * self.window
         bias = table[self.relative_position_index.reshape(-1)].reshape(n, n, self.num_heads)
@@ -169,10 +169,11 @@ class SwinLayer(nn.Module):
             window, shift = resolution, 0
         else:
             shift = window // 2
+        # registration order = the official state-dict key order
         self.patch_embed = _Proj(channels, embed_dim)
+        self.patch_unembed = _Proj(embed_dim, channels)
         self.blocks = nn.ModuleList(
             SwinBlock(embed_dim, num_heads, window, shift if i % 2 else 0, mlp_ratio) for i in range(depth))
-        self.patch_unembed = _Proj(embed_dim, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(x)
