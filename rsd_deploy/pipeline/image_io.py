@@ -187,10 +187,13 @@ class SRCanvas:
 
     def write_rows(self, y0: int, rows_rgb: np.ndarray) -> None:
         """Store SR rows: float32 (n, W, 3) RGB in about [-1, 1] -> clamp -> round -> file layout."""
-        unit = np.clip(rows_rgb, -1.0, 1.0) * np.float32(0.5) + np.float32(0.5)
+        unit = np.clip(rows_rgb, -1.0, 1.0, out=rows_rgb)  # in place: the rows are ours (see RowSink)
+        unit *= np.float32(0.5)
+        unit += np.float32(0.5)
         if self.grayscale:
             unit = unit @ _LUMA_RGB
-        values = np.rint(unit * np.float32(self.max_value)).astype(self.dtype)
+        unit *= np.float32(self.max_value)
+        values = np.rint(unit, out=unit).astype(self.dtype)
         n = values.shape[0]
         if self.pixels.ndim == 2:
             self.pixels[y0:y0 + n] = values

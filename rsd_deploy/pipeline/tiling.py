@@ -20,7 +20,8 @@ import numpy as np
 
 from rsd_deploy.errors import ConfigError
 
-#: receives (first SR row, rows) with rows float32 (n, W_sr, C), blended, not clamped
+#: receives (first SR row, rows) with rows float32 (n, W_sr, C), blended, not clamped; the rows
+#: buffer is the sink's (it may modify it in place) and is dropped after the call
 RowSink = Callable[[int, np.ndarray], None]
 
 
@@ -169,8 +170,9 @@ class FeatherBlender:
         if n <= 0:
             return
         rows = self._acc[:n]
-        norm = self._sum_y[self._acc_y0:final_until, None, None] * self._sum_x[None, :, None]
-        self.sink(self._acc_y0, rows / norm)
+        rows /= self._sum_y[self._acc_y0:final_until, None, None]  # in place: no image-wide temporaries
+        rows /= self._sum_x[None, :, None]
+        self.sink(self._acc_y0, rows)
         self._acc = self._acc[n:].copy()  # copy: release the emitted rows' memory
         self._acc_y0 = final_until
 
