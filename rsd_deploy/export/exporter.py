@@ -50,6 +50,7 @@ class ExportConfig:
     int8: bool = False
     calib_dirs: Sequence[Path] = ()  # empty: shared/data imagenet_val_sr/lq + realset65
     calib_count: int = 16
+    int8_graphs: Sequence[str] = ("decoder",)  # the others' int8 variant is their fp32 graph (see int8.py)
     opset: int = DEFAULT_OPSET
     exporter: str = "torchscript"
     min_shape: Optional[Shape3] = None
@@ -74,6 +75,9 @@ class ExportConfig:
             raise ConfigError("pass both unet and vq_model modules, or neither")
         if self.out_dir.exists() and not self.out_dir.is_dir():
             raise ConfigError(f"output {self.out_dir} exists and is not a folder; pick another -o")
+        unknown = [g for g in self.int8_graphs if g not in SUBMODELS]
+        if unknown or (self.int8 and not self.int8_graphs):
+            raise ConfigError(f"--int8-graphs must name some of {', '.join(SUBMODELS)}; got {list(self.int8_graphs)}")
         if self.calib_count < 1 or self.accuracy_count < 1:
             raise ConfigError("calibration and accuracy image counts must be >= 1")
 
@@ -243,6 +247,14 @@ def export_models(config: ExportConfig) -> ExportResult:
             cal = calib.reference_samples(modules, calib_crops, noise_channels, seed=config.seed + 1)
             info = {"folders": [str(f) for f in folders], "lr_crop": lr_size}
             for name in SUBMODELS:
+                if name not in config.int8_graphs:
+                    fp32_file, fp32_ext, _ = files[name]["fp32"]
+                    files[name]["int8"] = (fp32_file, fp32_ext, {
+                        "tool": "none (the int8 variant of this graph is its fp32 graph)", "kept_fp32": ["*"],
+                        "reason": "its output feeds the VQ codebook argmin; int8 error there flips codes "
+                                  "(select with --int8-graphs)"})
+                    bar.update()
+                    continue
                 bar.set_postfix_str(f"{name} int8")
                 start = time.perf_counter()
                 path = staging / f"{name}.int8.onnx"
@@ -254,7 +266,8 @@ def export_models(config: ExportConfig) -> ExportResult:
 
         graph_paths = {g: {p: staging / f for p, (f, _, _) in v.items()} for g, v in files.items()}
         bar.set_postfix_str("accuracy")
-        report = accuracy_report(graph_paths, samples, [f"crop{i}" for i in range(len(samples))])
+        codebook = vq.quantize.embedding.weight.detach().double().numpy()  # type: ignore[union-attr]
+        report = accuracy_report(graph_paths, samples, [f"crop{i}" for i in range(len(samples))], codebook=codebook)
         lint_results: Dict[str, str] = {}
         for g, variants in graph_paths.items():
             for p, path in variants.items():
@@ -265,10 +278,13 @@ def export_models(config: ExportConfig) -> ExportResult:
         bar.update()
 
         # move into place (graphs first, manifest last), then describe what is on disk
+        moved = set()
         for g, variants in files.items():
             for p, (f, ext, _) in variants.items():
                 for name in [f] + ext:
-                    shutil.move(str(staging / name), str(out_dir / name))  # same fs: os.replace
+                    if name not in moved:
+                        shutil.move(str(staging / name), str(out_dir / name))  # same fs: os.replace
+                        moved.add(name)
         manifest_graphs = {}
         sizes: Dict[str, Dict[str, int]] = {}
         for g in SUBMODELS:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Dict, List, Sequence, Tuple
@@ -56,7 +57,75 @@ def _node_prefix_matches(name: str, prefixes: Sequence[str]) -> bool:
     return any(name.startswith(p) for p in prefixes)
 
 
-def convert_to_fp16(model, extra_fp32_op_types: Sequence[str] = (), extra_fp32_nodes: Sequence[str] = ()):
+def remove_cast_round_trips(model) -> int:
+    """Remove fp32 -> fp16 -> fp32 Cast pairs (in place); returns how many were removed.
+
+    onnxconverter-common can route a tensor between two kept-FP32 nodes through an fp16 Cast and
+    back (seen at the VQ quantiser input, where the rounding flips codes). Such a pair only loses
+    precision: its consumers are rewired to the original fp32 tensor.
+    """
+    from onnx import TensorProto
+
+    graph = model.graph
+    outputs = {o.name for o in graph.output}
+    consumers: Dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+
+    def cast_to(node) -> int:
+        return next((a.i for a in node.attribute if a.name == "to"), -1)
+
+    removed, drop = 0, set()
+    rename: Dict[str, str] = {}
+    for node in graph.node:
+        if node.op_type != "Cast" or cast_to(node) != TensorProto.FLOAT16:
+            continue
+        users = consumers.get(node.output[0], [])
+        if not users or node.output[0] in outputs:
+            continue
+        if not all(u.op_type == "Cast" and cast_to(u) == TensorProto.FLOAT and u.output[0] not in outputs
+                   for u in users):
+            continue
+        producer_is_fp32 = any(n.op_type != "Cast" or cast_to(n) == TensorProto.FLOAT
+                               for n in graph.node if node.input[0] in n.output) or \
+            node.input[0] in {i.name for i in graph.input}
+        if not producer_is_fp32:
+            continue
+        drop.add(id(node))
+        for u in users:
+            drop.add(id(u))
+            rename[u.output[0]] = node.input[0]
+        removed += 1
+    if not removed:
+        return 0
+    kept = [n for n in graph.node if id(n) not in drop]
+    for n in kept:
+        for i, name in enumerate(n.input):
+            if name in rename:
+                n.input[i] = rename[name]
+    del graph.node[:]
+    graph.node.extend(kept)
+    return removed
+
+
+def boundary_nodes(model) -> List[str]:
+    """Nodes up to and including the first Conv and from the last Conv on (graph order is topological).
+
+    Keeping the first and last layer in FP32 is the usual mixed-precision rule: the graph inputs
+    (latents up to ~|6|) and outputs would otherwise be rounded to fp16 (spacing 2^-9 at 2..4), and
+    that rounding alone flips VQ codes downstream. The cost is two convolutions per graph.
+    """
+    nodes = list(model.graph.node)
+    convs = [i for i, n in enumerate(nodes) if n.op_type == "Conv"]
+    if not convs:
+        return []
+    keep = set(range(0, convs[0] + 1)) | set(range(convs[-1], len(nodes)))
+    return [nodes[i].name for i in sorted(keep) if nodes[i].op_type != "Constant"]
+
+
+def convert_to_fp16(model, extra_fp32_op_types: Sequence[str] = (), extra_fp32_nodes: Sequence[str] = (),
+                    keep_boundary_layers: bool = False):
     """FP32 ``onnx.ModelProto`` -> (FP16 ModelProto with FP32 I/O, PrecisionRecipe).
 
     Kept FP32: every node whose op type is in :data:`FP32_OP_TYPES` (+ extra), every node whose name
@@ -70,18 +139,23 @@ def convert_to_fp16(model, extra_fp32_op_types: Sequence[str] = (), extra_fp32_n
     op_types_present = Counter(n.op_type for n in model.graph.node)
     fp32_ops = list(dict.fromkeys(list(FP32_OP_TYPES) + list(extra_fp32_op_types)))
     block_ops = list(dict.fromkeys(list(float16.DEFAULT_OP_BLOCK_LIST) + fp32_ops))
+    named = set(extra_fp32_nodes) | (set(boundary_nodes(model)) if keep_boundary_layers else set())
     block_nodes = [n.name for n in model.graph.node
-                   if _node_prefix_matches(n.name, FP32_NODE_PREFIXES) or n.name in set(extra_fp32_nodes)]
+                   if _node_prefix_matches(n.name, FP32_NODE_PREFIXES) or n.name in named]
     # stale value_info (from the exporter / onnxslim shape inference) makes the converter keep fp32
     # types on tensors it retypes: drop it and let the converter infer types afresh
     model = copy.deepcopy(model)
     del model.graph.value_info[:]
     try:
-        converted = float16.convert_float_to_float16(model, keep_io_types=True, op_block_list=block_ops,
-                                                     node_block_list=block_nodes, disable_shape_infer=False)
+        with warnings.catch_warnings():
+            # "the float32 number ... will be truncated to 1e-07": tiny weights flushed, expected
+            warnings.simplefilter("ignore", UserWarning)
+            converted = float16.convert_float_to_float16(model, keep_io_types=True, op_block_list=block_ops,
+                                                         node_block_list=block_nodes, disable_shape_infer=False)
     except Exception as exc:
         raise ExportError(f"FP16 conversion failed ({type(exc).__name__}: {exc}); "
                           "export FP32 only or report the failing op") from exc
+    round_trips = remove_cast_round_trips(converted)
     kept_types = sorted(t for t in block_ops if t in op_types_present)
     n_half = sum(1 for n in converted.graph.node if n.op_type != "Cast") - sum(op_types_present[t] for t in kept_types)
     recipe = PrecisionRecipe(
@@ -93,7 +167,9 @@ def convert_to_fp16(model, extra_fp32_op_types: Sequence[str] = (), extra_fp32_n
                      "cast": sum(1 for n in converted.graph.node if n.op_type == "Cast"),
                      "kept_fp32": sum(op_types_present[t] for t in kept_types) + len(block_nodes),
                      "fp16_compute_estimate": max(n_half - len(block_nodes), 0)},
-        options={"keep_io_types": True, "min_positive_val": 1e-7, "max_finite_val": 1e4},
+        options={"keep_io_types": True, "min_positive_val": 1e-7, "max_finite_val": 1e4,
+                 "keep_boundary_layers": keep_boundary_layers,
+                 "removed_fp16_round_trips": round_trips},
     )
     logger.info("fp16: kept %d node(s) fp32 (%s)", recipe.node_counts["kept_fp32"], ", ".join(kept_types))
     return converted, recipe

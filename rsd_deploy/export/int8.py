@@ -7,10 +7,19 @@ int8 noise there is amplified or breaks discrete choices:
 
 * the VQ quantiser (distance + ArgMin + Gather): a code flip changes a whole 4x4 output patch;
 * attention products whose both operands are activations (Q.K^T, P.V): int8 softmax inputs and
-  probabilities cost far more accuracy than they save in time.
+  probabilities cost far more accuracy than they save in time;
+* the first and last convolution of the graph.
+
+Calibration uses ORT's Percentile method (99.999 %): on the tiny VQ decoder it beat MinMax by
+1.7 dB SR PSNR (MinMax and Entropy gave identical ranges).
+
+Which graphs get an INT8 variant at all is the exporter's choice (``ExportConfig.int8_graphs``):
+by default only the VQ decoder, because the encoder's and denoiser's outputs feed the VQ argmin and
+int8 error there flips codes (measured on the tiny fixtures: 22 dB and 18 dB end to end).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 from dataclasses import dataclass, field
@@ -55,6 +64,26 @@ class _ListReader:
         self._it = iter(self._feeds)
 
 
+class _LogWriter:
+    """A stdout stand-in that sends lines to this module's debug log."""
+
+    def write(self, text: str) -> int:
+        if text.strip():
+            logger.debug("onnxruntime.quantization: %s", text.strip())
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def boundary_convs(model) -> List[str]:
+    """The first and last Conv (graph order is topological): they see the raw input and write the
+    output image / latent, where int8 steps are visible directly (measured on the tiny VQ decoder:
+    +2 dB PSNR for two convolutions kept in float)."""
+    convs = [n.name for n in model.graph.node if n.op_type == "Conv"]
+    return list(dict.fromkeys(convs[:1] + convs[-1:]))
+
+
 def high_precision_nodes(model) -> List[str]:
     """Nodes of the quantised op types that must stay float: the quantiser and activation x activation
     MatMuls (attention)."""
@@ -74,7 +103,8 @@ def high_precision_nodes(model) -> List[str]:
 
 def quantize_int8(fp32_path: Path, out_path: Path, calibration: Sequence[Dict[str, np.ndarray]],
                   calibration_info: Optional[Dict[str, object]] = None,
-                  external_data: bool = False, extra_exclude: Iterable[str] = ()) -> Int8Recipe:
+                  external_data: bool = False, extra_exclude: Iterable[str] = (),
+                  method: str = "Percentile", keep_boundary_convs: bool = True) -> Int8Recipe:
     """Write a symmetric QDQ int8 graph of ``fp32_path`` to ``out_path`` (+ ``.data`` when external).
 
     ``calibration``: feed dicts with the graph's input names (real data, see :mod:`calib`).
@@ -96,16 +126,18 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: Sequence[Dict[st
         except Exception as exc:
             raise ExportError(f"INT8 pre-processing of {fp32_path.name} failed: {exc}") from exc
         model = onnx.load(str(pre), load_external_data=False)
-        exclude = sorted(set(high_precision_nodes(model)) | set(extra_exclude))
+        boundary = boundary_convs(model) if keep_boundary_convs else []
+        exclude = sorted(set(high_precision_nodes(model)) | set(boundary) | set(extra_exclude))
         tmp_out = Path(tmp) / out_path.name
         options = {"ActivationSymmetric": True, "WeightSymmetric": True}
         try:
-            quantize_static(str(pre), str(tmp_out), _ListReader(calibration), quant_format=QuantFormat.QDQ,
-                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
-                            op_types_to_quantize=list(QUANTIZED_OP_TYPES), nodes_to_exclude=exclude,
-                            calibrate_method=CalibrationMethod.MinMax, use_external_data_format=external_data,
-                            extra_options=options)
-        except Exception as exc:
+            with contextlib.redirect_stdout(_LogWriter()):  # ORT's calibrator prints progress to stdout
+                quantize_static(str(pre), str(tmp_out), _ListReader(calibration), quant_format=QuantFormat.QDQ,
+                                activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
+                                op_types_to_quantize=list(QUANTIZED_OP_TYPES), nodes_to_exclude=exclude,
+                                calibrate_method=getattr(CalibrationMethod, method),
+                                use_external_data_format=external_data, extra_options=options)
+        except Exception as exc:  # noqa: B902 - any ORT failure is an export failure
             raise ExportError(f"INT8 quantisation of {fp32_path.name} failed: {exc}") from exc
         quantized = onnx.load(str(tmp_out))
     bad = nonzero_zero_points(quantized)
@@ -119,7 +151,7 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: Sequence[Dict[st
               "kept_fp32": len(exclude)}
     return Int8Recipe(
         tool=f"onnxruntime {onnxruntime.__version__} quant_pre_process + quantize_static (QDQ)",
-        calibration=dict(calibration_info or {}, samples=len(calibration), method="MinMax"),
+        calibration=dict(calibration_info or {}, samples=len(calibration), method=method),
         kept_fp32=exclude,
         quantized_op_types=list(QUANTIZED_OP_TYPES),
         node_counts=counts,

@@ -102,6 +102,7 @@ def write_json_atomic(path: Path, data: dict) -> None:
         with os.fdopen(fd, "w") as f:
             json.dump(data, f, indent=2, sort_keys=False)
             f.write("\n")
+        _public(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -109,11 +110,19 @@ def write_json_atomic(path: Path, data: dict) -> None:
         raise
 
 
+def _public(path: str) -> None:
+    """mkstemp creates 0600 files; give them the permissions a plain open() would (umask applied)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
+        _public(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -256,6 +256,9 @@ def fold_constants(model):
     except ImportError:  # polygraphy is optional at run time; unfolded graphs are still valid
         logger.warning("polygraphy not installed: constant folding skipped")
         return model
+    import onnxruntime
+
+    onnxruntime.set_default_logger_severity(3)  # folding runs ORT: its optimizer notices are noise here
     with _quiet_polygraphy():
         return pg_fold(model, num_passes=2, size_threshold=None, error_ok=True)
 

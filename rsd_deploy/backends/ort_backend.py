@@ -1,0 +1,166 @@
+"""ONNX Runtime backend: runs the graphs of an ``rsd-export`` folder (CPU, CUDA or TensorRT EP).
+
+The folder's ``manifest.json`` names the files of each precision, the latent multiple and the
+diffusion constants. The denoiser graph has the timestep T-1 and the input scaling folded in, so
+this backend runs one-step models only (``supported_steps = {T-1}``). Tensors cross the interface
+as CPU float32 torch tensors; the noise is drawn by the pipeline on the host, identically for every
+backend, so a seed gives the same image here as with the torch backend.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from rsd_deploy.backends.base import Backend, register_backend
+from rsd_deploy.errors import BackendUnavailableError, ConfigError, ShapeError
+
+logger = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def providers_for(device: str) -> List[Union[str, tuple]]:
+    """'cpu' | 'cuda' | 'cuda:N' | 'tensorrt' | 'tensorrt:N' -> ONNX Runtime provider list (CPU last
+    as the fallback for nodes a GPU provider does not take)."""
+    import onnxruntime as ort
+
+    kind, _, index = str(device).partition(":")
+    device_id = int(index) if index.isdigit() else 0
+    available = set(ort.get_available_providers())
+    if kind == "cpu":
+        return ["CPUExecutionProvider"]
+    if kind == "cuda":
+        wanted = ["CUDAExecutionProvider"]
+    elif kind in ("tensorrt", "trt"):
+        wanted = ["TensorrtExecutionProvider", "CUDAExecutionProvider"]
+    else:
+        raise ConfigError(f"unknown ONNX Runtime device {device!r}; use cpu, cuda[:N] or tensorrt[:N]")
+    missing = [p for p in wanted if p not in available]
+    if missing:
+        raise BackendUnavailableError(f"ONNX Runtime {ort.__version__} has no {', '.join(missing)} here "
+                                      f"(available: {', '.join(sorted(available))}); install onnxruntime-gpu "
+                                      f"with CUDA, or use --device cpu")
+    return [(p, {"device_id": device_id}) for p in wanted] + ["CPUExecutionProvider"]
+
+
+@register_backend("onnxruntime")
+class OrtBackend(Backend):
+    """encode / denoise / decode through ONNX Runtime sessions of one precision.
+
+    ``export_dir`` (alias ``model_dir``): an ``rsd-export`` output folder. ``precision``: fp32,
+    fp16 or int8 (the folder must hold that variant of all three graphs). ``device``: cpu, cuda[:N]
+    or tensorrt[:N]. ``intra_op_threads``: ORT CPU threads (None: ORT's default).
+    """
+
+    name = "onnxruntime"
+
+    def __init__(self, export_dir: Optional[Union[str, Path]] = None, precision: str = "fp32", device: str = "cpu",
+                 intra_op_threads: Optional[int] = None, model_dir: Optional[Union[str, Path]] = None,
+                 verify_files: bool = True, providers: Optional[Sequence] = None):
+        import onnxruntime as ort
+
+        from rsd_deploy.export.manifest import read_manifest
+        from rsd_deploy.export.manifest import verify_files as check_files
+
+        folder = export_dir if export_dir is not None else model_dir
+        if folder is None:
+            raise ConfigError("the onnxruntime backend needs the export folder (rsd-upscale --onnx DIR)")
+        if precision not in PRECISIONS:
+            raise ConfigError(f"unknown precision {precision!r} for ONNX graphs; choose one of {', '.join(PRECISIONS)}")
+        self.export_dir = Path(folder)
+        self.manifest = read_manifest(self.export_dir)
+        self.precision = precision
+        graphs = self.manifest["graphs"]
+        missing = [g for g in ("encoder", "denoiser", "decoder") if precision not in graphs.get(g, {}).get("variants", {})]
+        if missing:
+            flag = {"fp16": " --fp16", "int8": " --int8"}.get(precision, "")
+            raise ConfigError(f"{self.export_dir} has no {precision} graph for {', '.join(missing)}; "
+                              f"re-export with `rsd-export{flag} -o {self.export_dir}` or pick another --precision")
+        if verify_files:
+            check_files(self.export_dir, self.manifest, precision)
+        self.providers = list(providers) if providers is not None else providers_for(device)
+        options = ort.SessionOptions()
+        if intra_op_threads:
+            options.intra_op_num_threads = int(intra_op_threads)
+        options.log_severity_level = 3  # ORT's optimizer warnings are not actionable for users
+        self.sessions: Dict[str, "ort.InferenceSession"] = {}
+        for g in ("encoder", "denoiser", "decoder"):
+            path = self.export_dir / graphs[g]["variants"][precision]["file"]
+            self.sessions[g] = ort.InferenceSession(str(path), sess_options=options, providers=self.providers)
+        diffusion = self.manifest["diffusion"]
+        self.steps = int(diffusion["steps"])
+        self.timestep = int(diffusion["timestep"])
+        self.supported_steps = frozenset({self.timestep})
+        self.latent_multiple = int(self.manifest["preprocess"]["latent_multiple"])
+        self.noise_channels = int(self.manifest["model"]["noise_channels"])
+        self.model_info = self._model_info()
+        logger.info("onnxruntime backend: %s (%s) on %s", self.export_dir, precision,
+                    self.sessions["denoiser"].get_providers()[0])
+
+    def _model_info(self):
+        from rsd_deploy.models import Schedule
+        from rsd_deploy.pipeline.sr_pipeline import ModelInfo, ModelKind
+
+        kind = ModelKind(self.manifest["model"]["kind"])
+        schedule = Schedule.preset(kind.schedule_preset)
+        d = self.manifest["diffusion"]
+        if schedule.T != self.steps or abs(schedule.prior_std - float(d["prior_std"])) > 1e-6:
+            raise ConfigError(f"{self.export_dir}: manifest diffusion constants (T={self.steps}, prior_std "
+                              f"{d['prior_std']}) do not match the {kind.value} schedule; re-run rsd-export")
+        return ModelInfo(kind=kind, schedule=schedule, input_multiple=self.latent_multiple,
+                         noise_channels=self.noise_channels, label=f"ONNX {self.export_dir.name} ({self.precision})")
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+    def _check(self, t: torch.Tensor, scale: int, what: str) -> None:
+        if t.ndim != 4 or t.shape[1] != 3:
+            raise ShapeError(f"{what} must be (B, 3, H, W); got {tuple(t.shape)}")
+        h, w = t.shape[-2] // scale, t.shape[-1] // scale
+        m = self.latent_multiple
+        if t.shape[-2] % scale or t.shape[-1] % scale or h % m or w % m:
+            raise ShapeError(f"{what} latent size {h}x{w} is not a multiple of {m}; pad the input to a multiple "
+                             f"of {m} LR pixels")
+
+    @staticmethod
+    def _np(t: torch.Tensor) -> np.ndarray:
+        return np.ascontiguousarray(t.detach().to("cpu", torch.float32).numpy())
+
+    def encode(self, image: torch.Tensor) -> torch.Tensor:
+        """(B, 3, 4h, 4w) float32 in [-1, 1] -> (B, 3, h, w) float32 continuous latent (CPU)."""
+        self._check(image, 4, "image")
+        (z,) = self.sessions["encoder"].run(["latent"], {"image": self._np(image)})
+        return torch.from_numpy(z)
+
+    def denoise(self, z_t: torch.Tensor, step: int, lq: torch.Tensor,
+                noise: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """x0 (B, 3, h, w) from the unscaled z_T at step T-1 (folded in the graph); lq in [-1, 1];
+        noise (B, noise_channels, h, w) for RSD students."""
+        if step != self.timestep:
+            raise ShapeError(f"the exported denoiser runs only step {self.timestep} (one-step graph, t folded in); "
+                             f"got step {step}: use the torch backend for multi-step sampling")
+        if (noise is not None) != bool(self.noise_channels):
+            raise ShapeError(f"this denoiser takes {self.noise_channels} noise channel(s); "
+                             f"{'pass' if self.noise_channels else 'do not pass'} a noise map")
+        self._check(z_t, 1, "z_t")
+        z = self._np(z_t)
+        # the graph forms z_T = z_y + prior_std * prior_noise; the pipeline already holds z_T
+        feeds = {"z_y": z, "prior_noise": np.zeros_like(z), "lq": self._np(lq)}
+        if noise is not None:
+            feeds["noise"] = self._np(noise)
+        (x0,) = self.sessions["denoiser"].run(["x0"], feeds)
+        return torch.from_numpy(x0)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, 3, h, w) latent -> quantise (fp32 in every variant) -> (B, 3, 4h, 4w) float32, not clamped."""
+        self._check(z, 1, "latent")
+        (image,) = self.sessions["decoder"].run(["image"], {"latent": self._np(z)})
+        return torch.from_numpy(image)
+
+    def close(self) -> None:
+        self.sessions.clear()
