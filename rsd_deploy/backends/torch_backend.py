@@ -70,14 +70,14 @@ class TorchBackend(Backend):
             return contextlib.nullcontext()
         return torch.autocast(device_type=self._device.type, dtype=dtype)
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def encode(self, image: torch.Tensor) -> torch.Tensor:
         """(B, 3, 4h, 4w) image in [-1, 1] -> (B, 3, h, w) float32 continuous latent."""
         with self._autocast():
             z = self.vq.encode(image.to(self._device, torch.float32))
         return z.float()
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def denoise(self, z_t: torch.Tensor, step: int, lq: torch.Tensor,
                 noise: Optional[torch.Tensor] = None) -> torch.Tensor:
         """x0 from the unscaled z_t (B, 3, h, w) at step index ``step``; lq (B, 3, h, w) in [-1, 1];
@@ -94,7 +94,7 @@ class TorchBackend(Backend):
             x0 = self.unet(x, t, lq.to(dev, torch.float32), None if noise is None else noise.to(dev, torch.float32))
         return x0.float()
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """(B, 3, h, w) latent -> quantise (fp32) -> (B, 3, 4h, 4w) float32 image, not clamped."""
         # quantise outside autocast: autocast would run the distance matmul in fp16/bf16 even on

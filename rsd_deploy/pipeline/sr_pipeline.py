@@ -110,7 +110,7 @@ class SRPipeline:
                               f"{model.kind.value} needs all {model.schedule.T} steps: use the torch backend")
 
     # ----------------------------------------------------------------------------------- core
-    @torch.inference_mode()
+    @torch.no_grad()
     def sample(self, lq: torch.Tensor, noise: SamplingNoise) -> torch.Tensor:
         """Super-resolve padded LR tiles with the given noise.
 
