@@ -47,7 +47,7 @@ def _pipeline_kind(contender: str) -> str:
 def official_baseline_ms(entry: dict) -> Optional[Tuple[float, str]]:
     """The official-code figure to compare ``entry`` with, and its source, if one exists."""
     h, w = entry["lr_size"]
-    if h != w or entry["batch"] != 1:
+    if h != w or entry["batch"] != 1 or entry.get("tiled"):
         return None
     kind = _pipeline_kind(entry["contender"])
     if str(entry["device"]).startswith("cuda"):
@@ -293,7 +293,9 @@ def render_quality(q: dict) -> List[str]:
 
         def g(d: dict, k: str, nd: int) -> str:
             v = d.get(k)
-            return v if isinstance(v, str) else _fmt(v, nd)
+            if isinstance(v, str):
+                return v
+            return f"{v:.2e}" if v is not None and 0 < abs(v) < 1e-3 else _fmt(v, nd)
         hr_cells = ("n/a (random weights)",) * 4 if r.get("vs_hr") == "n/a (random weights)" else (
             g(hr, "psnr_y", 2), g(hr, "ssim_y", 4), g(hr, "psnr_rgb", 2), g(hr, "ssim_rgb", 4))
         if r.get("status", "ok") != "ok":

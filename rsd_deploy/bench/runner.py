@@ -167,14 +167,21 @@ def default_backend_factory(variant: BackendVariant, contender: Contender, model
         return FastTorchBackend(unet, vq, schedule, device=variant.device, precision=variant.precision)
     if variant.runtime == "onnxruntime":
         onnx_dir = _onnx_graphs(contender, models, schedule, variant.precision, config, workdir)
-        return create_backend("onnxruntime", onnx_dir=str(onnx_dir), precision=variant.precision,
-                              providers=[variant.provider], device=variant.device)
+        ort_device = {"CPUExecutionProvider": "cpu", "CUDAExecutionProvider": "cuda",
+                      "TensorrtExecutionProvider": "tensorrt"}[variant.provider or "CPUExecutionProvider"]
+        if ort_device != "cpu" and ":" in variant.device:
+            ort_device += ":" + variant.device.split(":", 1)[1]
+        # same thread count as torch when --threads is given, so the runtimes compete fairly
+        return create_backend("onnxruntime", export_dir=str(onnx_dir), precision=variant.precision,
+                              device=ort_device, intra_op_threads=config.threads)
     if variant.runtime == "tensorrt":
         if not config.engine_dir:
-            raise RSDError("TensorRT needs prebuilt engines: pass --engine DIR (see rsd-export / rsd-build-engine)")
+            raise RSDError("TensorRT needs prebuilt engines: pass --engine DIR (an rsd-export folder with engines)")
         engine_dir = Path(config.engine_dir)
         sub = engine_dir / contender.key
-        return create_backend("tensorrt", engine_dir=str(sub if sub.is_dir() else engine_dir))
+        device = variant.device if variant.device.startswith("cuda") else "cuda"
+        return create_backend("tensorrt", engine_dir=str(sub if sub.is_dir() else engine_dir),
+                              precision=variant.precision, device=device)
     raise RSDError(f"unknown runtime {variant.runtime}")
 
 
@@ -255,18 +262,63 @@ def measure_entry(backend: Backend, contender: Contender, schedule, size: Size, 
     return out
 
 
+class StagedBackend(Backend):
+    """Proxy that marks every call of the wrapped backend as a stage of the current recorder, so
+    code we do not own (the SR pipeline's tiling loop) is timed per stage too."""
+
+    def __init__(self, inner: Backend) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.supported_steps = inner.supported_steps
+        self.recorder = NullRecorder()
+
+    @property
+    def device(self) -> torch.device:
+        return self.inner.device
+
+    def encode(self, image: torch.Tensor) -> torch.Tensor:
+        with self.recorder.stage("encode"):
+            return self.inner.encode(image)
+
+    def denoise(self, z_t: torch.Tensor, step: int, lq: torch.Tensor,
+                noise: Optional[torch.Tensor] = None) -> torch.Tensor:
+        with self.recorder.stage("denoise"):
+            return self.inner.denoise(z_t, step, lq, noise)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        with self.recorder.stage("decode"):
+            return self.inner.decode(z)
+
+
 def measure_tiled_entry(backend: Backend, contender: Contender, schedule, size: Size, config: BenchConfig,
-                        timer: Optional[DeviceTimer] = None) -> dict:
-    """Time a large image through the SR pipeline's tiling (rsd_deploy.pipeline.sr_pipeline)."""
-    from rsd_deploy.bench.pipeline_adapter import tiled_runner
+                        multiple: int, timer: Optional[DeviceTimer] = None) -> dict:
+    """Time one large image through the SR pipeline's tiling (rsd_deploy.pipeline.sr_pipeline):
+    tiles of ``config.tile`` LR px with ``config.tile_overlap`` feathered overlap, ``config.batch``
+    tiles per backend call. Throughput counts whole images."""
+    import numpy as np
+
+    from rsd_deploy.pipeline.sr_pipeline import ModelInfo, ModelKind, SRPipeline, TileConfig
 
     timer = timer or DeviceTimer(backend.device)
-    run = tiled_runner(backend, contender, schedule, size, config)
+    proxy = StagedBackend(backend)
+    info = ModelInfo(kind=ModelKind(contender.key), schedule=schedule, input_multiple=multiple,
+                     noise_channels=contender.noise_channels, label=contender.label)
+    pipe = SRPipeline(proxy, info, TileConfig(tile=config.tile, overlap=config.tile_overlap, batch=config.batch),
+                      seed=config.seed)
+    rgb = np.random.default_rng(config.seed).integers(0, 256, (size[0], size[1], 3), dtype=np.uint8)
+
+    def run(rec) -> None:
+        proxy.recorder = rec
+        try:
+            pipe.upscale_array(rgb)
+        finally:
+            proxy.recorder = NullRecorder()
+
     m = measure(run, timer, warmup=config.warmup, repeats=config.repeats)
     out = m.to_dict()
-    out["throughput_ips"] = config.batch / (m.total.p50 / 1000.0) if m.total.p50 > 0 else None
+    out["throughput_ips"] = 1000.0 / m.total.p50 if m.total.p50 > 0 else None
     out["timing_only_steps"] = False
-    out["tiled"] = {"tile": config.tile, "overlap": config.tile_overlap}
+    out["tiled"] = {"tile": pipe.tiling.tile, "overlap": config.tile_overlap, "tiles_per_call": config.batch}
     return out
 
 
@@ -317,7 +369,7 @@ def run_benchmark(config: BenchConfig, models: Optional[ModelSet] = None,
                             _check_size(size, multiple, None)
                             data = measure_entry(backend, contender, schedule, size, config)
                         else:
-                            data = measure_tiled_entry(backend, contender, schedule, size, config)
+                            data = measure_tiled_entry(backend, contender, schedule, size, config, multiple)
                         entries.append(_entry(variant, contender, size, config, **data))
                     except (RSDError, RuntimeError, ValueError) as e:
                         msg = str(e).splitlines()[0] if str(e) else type(e).__name__

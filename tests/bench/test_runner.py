@@ -142,3 +142,19 @@ def test_noise_draws_follow_the_official_order():
     prior = torch.randn((1, 3, 4, 4), generator=g2)
     first_step = torch.randn((1, 3, 4, 4), generator=g2)
     assert torch.equal(n.prior, prior) and torch.equal(n.steps[0], first_step)
+
+
+def test_tiled_runs_go_through_the_pipeline_tiles():
+    from rsd_deploy.pipeline.tiling import TilePlan
+
+    cfg = BenchConfig(contenders=("rsd", "resshift-v3"), sizes=((40, 56), (16, 16)), tile=16, tile_overlap=4,
+                      warmup=1, repeats=2)
+    res, backends = _run(cfg)
+    tiles = len(TilePlan.build(40, 56, 16, 4).tiles)
+    assert tiles > 1
+    big, small = res["entries"][0], res["entries"][1]
+    assert big["tiled"]["tile"] == 16 and "tiled" not in small
+    rsd = backends[0]
+    assert rsd.calls["encode"] == 3 * tiles + 3  # (cold + 2 timed) x tiles, then the untiled size
+    assert big["stages_ms"]["denoise"]["n"] == 2 and big["status"] == "ok"
+    assert res["entries"][2]["tiled"] and res["entries"][2]["status"] == "ok"
