@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import ContextManager, Optional
+from typing import TYPE_CHECKING, ContextManager, Optional
 
 import torch
-from torch import nn
 
 from rsd_deploy.backends.base import Backend, register_backend
 from rsd_deploy.errors import BackendUnavailableError, ConfigError, ShapeError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from rsd_deploy.models import Schedule, UNetSwin, VQAutoencoder
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +47,7 @@ class TorchBackend(Backend):
 
     name = "torch"
 
-    def __init__(self, unet: nn.Module, vq: nn.Module, schedule, device: str | torch.device = "cpu",
+    def __init__(self, unet: "UNetSwin", vq: "VQAutoencoder", schedule: "Schedule", device: str | torch.device = "cpu",
                  precision: str = "fp32"):
         if precision not in PRECISIONS:
             raise ConfigError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")

@@ -77,10 +77,9 @@ def _silence_opencv() -> None:
     """OpenCV prints decoder warnings for corrupt files; our one-line errors replace them."""
     import cv2
 
-    try:
-        cv2.setLogLevel(0)  # silent
-    except AttributeError:  # pragma: no cover - older OpenCV builds
-        pass
+    set_level = getattr(cv2, "setLogLevel", None)  # absent from some builds and from the type stubs
+    if set_level is not None:
+        set_level(0)  # silent
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

@@ -89,7 +89,8 @@ def collect_inputs(paths: Sequence[Path]) -> Tuple[List[Path], List[FileFailure]
     return files, failures
 
 
-def plan_outputs(inputs: Sequence[Path], output_dir: Path, suffix: str) -> Tuple[List[Tuple[Path, Path]], List[FileFailure]]:
+def plan_outputs(inputs: Sequence[Path], output_dir: Path,
+                 suffix: str) -> Tuple[List[Tuple[Path, Path]], List[FileFailure]]:
     """(input, output) pairs; an output that would overwrite an input, or another input's output,
     is a failure for that input."""
     input_keys: Dict[Path, Path] = {p.resolve(): p for p in inputs}

@@ -7,9 +7,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Tuple
-
-from torch import nn
+from typing import Any, Optional, Tuple
 
 from rsd_deploy.backends.base import Backend, create_backend
 from rsd_deploy.errors import BackendUnavailableError, CheckpointError, ConfigError
@@ -54,7 +52,7 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _kind_for_unet(unet: nn.Module, requested: Optional[ModelKind], checkpoint: Path) -> ModelKind:
+def _kind_for_unet(unet: Any, requested: Optional[ModelKind], checkpoint: Path) -> ModelKind:
     noise_channels = int(unet.config.noise_channels)
     if noise_channels:
         if requested not in (None, ModelKind.RSD):
@@ -69,7 +67,7 @@ def _kind_for_unet(unet: nn.Module, requested: Optional[ModelKind], checkpoint: 
     return requested
 
 
-def load_torch_models(source: ModelSource) -> Tuple[nn.Module, nn.Module, ModelKind, str]:
+def load_torch_models(source: ModelSource) -> Tuple[Any, Any, ModelKind, str]:
     """(unet, vq, kind, label) from checkpoints, or from the embedded demo model when none is given."""
     from rsd_deploy.checkpoint import load_checkpoint
     from rsd_deploy.models import UNetSwin, VQAutoencoder
@@ -92,7 +90,8 @@ def load_torch_models(source: ModelSource) -> Tuple[nn.Module, nn.Module, ModelK
     unet = load_checkpoint(source.checkpoint)
     vq = load_checkpoint(source.vq)
     if isinstance(unet, VQAutoencoder) and isinstance(vq, UNetSwin):
-        raise ConfigError(f"--checkpoint {source.checkpoint} is the autoencoder and --vq {source.vq} the UNet; swap them")
+        raise ConfigError(f"--checkpoint {source.checkpoint} is the autoencoder and --vq {source.vq} the UNet; "
+                          f"swap them")
     if not isinstance(unet, UNetSwin):
         raise CheckpointError(f"--checkpoint {source.checkpoint} is not a ResShift/SinSR/RSD UNet; "
                               f"pass the UNet or student weights")
