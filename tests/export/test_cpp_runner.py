@@ -199,6 +199,21 @@ def test_runner_seed_noise_is_reproducible(cpp, synthetic_bundle, tmp_path):
     assert np.abs(outs[0] - outs[2]).max() > 1e-3
 
 
+def test_runner_batches_tiles_without_changing_the_result(cpp, tiny_bundle, tmp_path):
+    import cv2
+
+    image = tmp_path / "lr.png"
+    assert cv2.imwrite(str(image), read_image(real_png()).rgb[96:156, 240:284, ::-1])  # 6 tiles at 32/8
+    outs = []
+    for batch in (1, 4):
+        proc = run([cpp["rsd_upscale"], "--bundle", tiny_bundle, "--input", image, "--output", tmp_path / f"{batch}.png",
+                    "--save-npy", tmp_path / f"{batch}.npy", "--tile", 32, "--overlap", 8, "--batch", batch,
+                    "--seed", 2, "--threads", 1])
+        assert proc.returncode == 0, proc.stderr
+        outs.append(np.load(tmp_path / f"{batch}.npy"))
+    assert np.abs(outs[0] - outs[1]).max() < 1e-4  # batched kernels may sum in another order
+
+
 # ------------------------------------------------------------------------------- bad input
 def test_runner_errors_are_one_line_with_exit_codes(cpp, synthetic_bundle, tmp_path):
     image = real_png()
@@ -211,6 +226,7 @@ def test_runner_errors_are_one_line_with_exit_codes(cpp, synthetic_bundle, tmp_p
         (["--bundle", synthetic_bundle, "--input", image, "--output", out, "--backend", "tensorrt"], 7, "TensorRT"),
         (["--bundle", synthetic_bundle, "--input", image, "--output", out, "--tile", "x"], 2, "--tile"),
         (["--bundle", synthetic_bundle, "--input", image], 2, "--output"),
+        (["--bundle", synthetic_bundle, "--input", image, "--output", out, "--batch", "0"], 2, "--batch"),
     ]
     before = image.read_bytes()
     for args, code, needle in cases:

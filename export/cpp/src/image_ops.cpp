@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstddef>
 
 namespace rsd {
 namespace {
@@ -99,6 +100,28 @@ Tensor crop(const Tensor& input, int64_t y0, int64_t x0, int64_t h, int64_t w) {
   for (int64_t p = 0; p < n * c; ++p)
     for (int64_t y = 0; y < h; ++y)
       std::copy_n(input.data.data() + (p * ih + y0 + y) * iw + x0, w, out.data.data() + (p * h + y) * w);
+  return out;
+}
+
+Tensor concat_batch(const std::vector<const Tensor*>& items) {
+  if (items.empty()) throw Error("concat_batch: nothing to stack", kExitShape);
+  std::vector<int64_t> shape = items.front()->shape;
+  for (const Tensor* t : items)
+    if (t->shape != shape || shape.at(0) != 1)
+      throw Error("concat_batch: items must share one (1, C, H, W) shape", kExitShape);
+  shape[0] = static_cast<int64_t>(items.size());
+  Tensor out(shape);
+  const size_t n = items.front()->size();
+  for (size_t i = 0; i < items.size(); ++i) std::copy(items[i]->data.begin(), items[i]->data.end(), out.data.begin() + i * n);
+  return out;
+}
+
+Tensor batch_item(const Tensor& batch, int64_t index) {
+  std::vector<int64_t> shape = batch.shape;
+  shape.at(0) = 1;
+  Tensor out(shape);
+  const auto n = static_cast<std::ptrdiff_t>(out.size());
+  std::copy(batch.data.begin() + index * n, batch.data.begin() + (index + 1) * n, out.data.begin());
   return out;
 }
 

@@ -16,6 +16,7 @@ const char* kUsage =
     "  --backend onnxruntime|tensorrt   runtime (default: onnxruntime)\n"
     "  --precision fp32|fp16|int8       graph/engine variant from the manifest (default: fp32)\n"
     "  --tile N --overlap N             tiling in LR pixels (default: manifest; --tile 0 = whole image)\n"
+    "  --batch N                        tiles per graph call (default: 1; <= the engine profile's max batch)\n"
     "  --seed N                         noise seed (default: 0)\n"
     "  --prior-noise F.npy              (1,3,Hp,Wp) prior noise over the padded LR grid (parity runs)\n"
     "  --student-noise F.npy            (1,C,Hp,Wp) RSD student noise map (parity runs)\n"
@@ -43,7 +44,7 @@ std::map<std::string, std::string> parse_args(int argc, char** argv) {
   for (const char* required : {"--bundle", "--input", "--output"})
     if (!args.count(required)) throw rsd::Error(std::string("missing ") + required + "; see --help", rsd::kExitConfig);
   static const char* known[] = {"--bundle", "--input", "--output", "--backend", "--precision", "--tile",
-                                "--overlap", "--seed", "--prior-noise", "--student-noise", "--save-npy",
+                                "--overlap", "--batch", "--seed", "--prior-noise", "--student-noise", "--save-npy",
                                 "--threads", "--cuda-graph", "--device"};
   for (const auto& [key, value] : args) {
     bool ok = false;
@@ -83,6 +84,7 @@ int main(int argc, char** argv) {
     rsd::UpscaleOptions options;
     options.tile = to_int(args, "--tile", -1);
     options.overlap = to_int(args, "--overlap", -1);
+    options.batch = to_int(args, "--batch", 1);
     options.seed = static_cast<uint64_t>(to_int(args, "--seed", 0));
     if (args.count("--prior-noise")) options.prior_noise = rsd::read_npy(args.at("--prior-noise"));
     if (args.count("--student-noise")) options.student_noise = rsd::read_npy(args.at("--student-noise"));

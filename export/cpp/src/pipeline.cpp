@@ -108,31 +108,52 @@ Tensor Upscaler::upscale(const Tensor& lr, const UpscaleOptions& options) const 
   for (size_t c = 0; c < plan.xs.size(); ++c)
     for (int64_t i = 0; i < plan.tile_w * sf; ++i) sum_x[static_cast<size_t>(plan.xs[c] * sf + i)] += wx[c][static_cast<size_t>(i)];
 
-  Tensor acc({1, 3, height * sf, width * sf});
-  size_t done = 0;
+  if (options.batch < 1) throw Error("--batch must be >= 1", kExitConfig);
+  struct Job {
+    int64_t row, col;
+    Tensor lq, prior, student;
+  };
+  std::vector<Job> jobs;
   for (size_t r = 0; r < plan.ys.size(); ++r)
     for (size_t c = 0; c < plan.xs.size(); ++c) {
       const int64_t y = plan.ys[r], x = plan.xs[c];
-      const Tensor lq = pad_to_multiple(crop(lr, y, x, plan.tile_h, plan.tile_w), static_cast<int>(multiple));
-      const int64_t hp = lq.dim(2), wp = lq.dim(3);
-      Tensor prior, student;
-      if (options.prior_noise && (nc == 0 || options.student_noise)) {
-        prior = crop(*options.prior_noise, y, x, hp, wp);
-        if (nc) student = crop(*options.student_noise, y, x, hp, wp);
-      } else {
+      Job job{static_cast<int64_t>(r), static_cast<int64_t>(c),
+              pad_to_multiple(crop(lr, y, x, plan.tile_h, plan.tile_w), static_cast<int>(multiple)), {}, {}};
+      const int64_t hp = job.lq.dim(2), wp = job.lq.dim(3);
+      if (!options.prior_noise || (nc > 0 && !options.student_noise)) {
         auto drawn = draw_region_noise(options.seed, y, x, hp, wp, nc);
-        prior = options.prior_noise ? crop(*options.prior_noise, y, x, hp, wp) : std::move(drawn.first);
-        student = options.student_noise ? crop(*options.student_noise, y, x, hp, wp) : std::move(drawn.second);
+        job.prior = std::move(drawn.first);
+        job.student = std::move(drawn.second);
       }
-      const Tensor out = run_tile(lq, prior, nc ? &student : nullptr);
-      const auto& vy = wy[r];
-      const auto& vx = wx[c];
-      for (int64_t ch = 0; ch < 3; ++ch)
-        for (int64_t i = 0; i < plan.tile_h * sf; ++i)
-          for (int64_t j = 0; j < plan.tile_w * sf; ++j)
-            acc.at(0, ch, y * sf + i, x * sf + j) += out.at(0, ch, i, j) * (vy[static_cast<size_t>(i)] * vx[static_cast<size_t>(j)]);
-      if (plan.size() > 1) std::fprintf(stderr, "\rrsd_upscale: tile %zu/%zu", ++done, plan.size());
+      if (options.prior_noise) job.prior = crop(*options.prior_noise, y, x, hp, wp);
+      if (options.student_noise) job.student = crop(*options.student_noise, y, x, hp, wp);
+      jobs.push_back(std::move(job));
     }
+
+  Tensor acc({1, 3, height * sf, width * sf});
+  for (size_t first = 0; first < jobs.size(); first += static_cast<size_t>(options.batch)) {
+    const size_t last = std::min(jobs.size(), first + static_cast<size_t>(options.batch));
+    std::vector<const Tensor*> lqs, priors, students;
+    for (size_t i = first; i < last; ++i) {
+      lqs.push_back(&jobs[i].lq);
+      priors.push_back(&jobs[i].prior);
+      students.push_back(&jobs[i].student);
+    }
+    const Tensor student_batch = nc ? concat_batch(students) : Tensor();
+    const Tensor out_batch = run_tile(concat_batch(lqs), concat_batch(priors), nc ? &student_batch : nullptr);
+    for (size_t i = first; i < last; ++i) {
+      const Tensor out = batch_item(out_batch, static_cast<int64_t>(i - first));
+      const int64_t y = plan.ys[static_cast<size_t>(jobs[i].row)], x = plan.xs[static_cast<size_t>(jobs[i].col)];
+      const auto& vy = wy[static_cast<size_t>(jobs[i].row)];
+      const auto& vx = wx[static_cast<size_t>(jobs[i].col)];
+      for (int64_t ch = 0; ch < 3; ++ch)
+        for (int64_t ii = 0; ii < plan.tile_h * sf; ++ii)
+          for (int64_t j = 0; j < plan.tile_w * sf; ++j)
+            acc.at(0, ch, y * sf + ii, x * sf + j) +=
+                out.at(0, ch, ii, j) * (vy[static_cast<size_t>(ii)] * vx[static_cast<size_t>(j)]);
+    }
+    if (plan.size() > 1) std::fprintf(stderr, "\rrsd_upscale: tile %zu/%zu", last, plan.size());
+  }
   if (plan.size() > 1) std::fputc('\n', stderr);
   for (int64_t ch = 0; ch < 3; ++ch)
     for (int64_t i = 0; i < height * sf; ++i)

@@ -38,13 +38,13 @@ def _cubic_matrix(in_size: int, factor: int, a: float) -> np.ndarray:
     real = np.float32(1.0 / factor) * (dst + np.float32(0.5)) - np.float32(0.5)  # no clamp for cubic
     i0 = np.floor(real)
     t = (real - i0).astype(np.float32)
-    a = np.float32(a)
+    a32 = np.float32(a)
 
     def near(x):  # |x| <= 1
-        return ((a + 2) * x - (a + 3)) * x * x + 1
+        return ((a32 + 2) * x - (a32 + 3)) * x * x + 1
 
     def far(x):  # 1 < |x| < 2
-        return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+        return ((a32 * x - 5 * a32) * x + 8 * a32) * x - 4 * a32
 
     weights = np.stack([far(t + 1), near(t), near(1 - t), far(2 - t)], axis=1).astype(np.float32)
     matrix = np.zeros((out_size, in_size), np.float32)

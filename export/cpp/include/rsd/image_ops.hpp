@@ -1,6 +1,8 @@
 // Host-side image operations of the SR pipeline (the parts kept out of the engines).
 #pragma once
 
+#include <vector>
+
 #include "rsd/tensor.hpp"
 
 namespace rsd {
@@ -16,6 +18,10 @@ Tensor pad_to_multiple(const Tensor& input, int multiple);
 
 // Rows [y0, y0+h) and columns [x0, x0+w) of every (n, c) plane.
 Tensor crop(const Tensor& input, int64_t y0, int64_t x0, int64_t h, int64_t w);
+
+// Stack (1, C, H, W) tensors of one shape along the batch axis, and take item `index` back out.
+Tensor concat_batch(const std::vector<const Tensor*>& items);
+Tensor batch_item(const Tensor& batch, int64_t index);
 
 // Elementwise clamp to [lo, hi].
 void clamp_inplace(Tensor& t, float lo, float hi);

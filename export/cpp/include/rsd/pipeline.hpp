@@ -19,6 +19,7 @@ constexpr int64_t kNoiseCell = 64;
 struct UpscaleOptions {
   int64_t tile = -1;     // LR pixels (rounded up to the latent multiple); -1: manifest default; 0: no tiling
   int64_t overlap = -1;  // LR pixels; -1: manifest default
+  int64_t batch = 1;     // tiles per graph call (all tiles have one size; <= the engines' profile max batch)
   uint64_t seed = 0;     // runner noise: N(0,1) per 64x64 cell from std::mt19937_64 (not torch's stream)
   // Optional noise over the global latent grid anchored at the LR origin, (1, C, Hn, Wn), covering
   // every padded tile (see Upscaler::noise_extent); e.g. the Python pipeline's noise for parity.
@@ -31,7 +32,7 @@ class Upscaler {
   Upscaler(Manifest manifest, const RunnerOptions& options);
   // (1, 3, H, W) LR in [-1, 1] -> (1, 3, sf*H, sf*W) SR clamped to the manifest's range.
   Tensor upscale(const Tensor& lr, const UpscaleOptions& options) const;
-  // One padded tile through the graphs: (1,3,h,w) LR -> (1,3,sf*h,sf*w), not clamped.
+  // Padded tiles through the graphs: (B,3,h,w) LR -> (B,3,sf*h,sf*w), not clamped.
   Tensor run_tile(const Tensor& lr_tile, const Tensor& prior_noise, const Tensor* student_noise) const;
   // (Hn, Wn) a noise map must cover for an H x W image with these options.
   std::pair<int64_t, int64_t> noise_extent(int64_t height, int64_t width, const UpscaleOptions& options) const;
