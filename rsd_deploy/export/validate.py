@@ -68,8 +68,15 @@ def run_graph(path: Path, feeds: Sequence[Dict[str, np.ndarray]], providers: Seq
 def _compare_with_polygraphy(ort_out: List[Dict[str, np.ndarray]], ref_out: List[Dict[str, np.ndarray]],
                              atol: float) -> bool:
     """Polygraphy's simple comparison (max abs error <= atol, rtol 0) of two result lists."""
-    from polygraphy.comparator import Comparator, CompareFunc, RunResults
+    from polygraphy.comparator import Comparator, RunResults
     from polygraphy.comparator.struct import IterationResult
+
+    try:
+        from polygraphy.comparator.compare import SimpleCompareFunc
+    except ImportError:  # polygraphy < 0.50
+        from polygraphy.comparator import CompareFunc
+
+        SimpleCompareFunc = CompareFunc.simple
 
     from rsd_deploy.export.onnx_export import _quiet_polygraphy
 
@@ -78,8 +85,8 @@ def _compare_with_polygraphy(ort_out: List[Dict[str, np.ndarray]], ref_out: List
         ("pytorch", [IterationResult(outputs=r, runner_name="pytorch") for r in ref_out]),
     ])
     with _quiet_polygraphy():
-        acc = Comparator.compare_accuracy(results, compare_func=CompareFunc.simple(atol=atol, rtol=0.0,
-                                                                                   check_error_stat="max"))
+        acc = Comparator.compare_accuracy(results, compare_func=SimpleCompareFunc(atol=atol, rtol=0.0,
+                                                                                  check_error_stat="max"))
     return bool(acc)
 
 
