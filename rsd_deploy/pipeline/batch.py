@@ -146,7 +146,8 @@ def upscale_files(config: UpscaleConfig, pipeline: Optional[SRPipeline] = None) 
     if pipeline is None:
         backend, info = resolve_backend(config.source)
         pipeline = SRPipeline(backend, info, config.tiling, seed=config.seed, progress=config.progress)
-    bar = tqdm(jobs, desc="upscaling", unit="img", disable=not config.progress or not jobs)
+    # disable=None: tqdm hides the bar when stderr is not a terminal (logs, CI)
+    bar = tqdm(jobs, desc="upscaling", unit="img", disable=None if config.progress and jobs else True)
     for src, dst in bar:
         bar.set_postfix_str(src.name, refresh=False)
         try:

@@ -178,7 +178,7 @@ class SRPipeline:
         tiles = plan.tiles
         batches = list(_batches(tiles, self.tiling.batch))
         bar = tqdm(batches, desc="tiles", unit="batch", leave=False,
-                   disable=not self.progress or len(batches) < 2)
+                   disable=None if self.progress and len(batches) > 1 else True)
         for batch in bar:
             lq = torch.stack([
                 torch.from_numpy(to_model_range(rgb[t.y:t.y + t.h, t.x:t.x + t.w])).permute(2, 0, 1)
