@@ -104,6 +104,21 @@ def test_read_image_matches_pipeline(cpp, tmp_path):
     np.testing.assert_allclose(np.load(tmp_path / "img.npy"), ref, rtol=0, atol=1e-7)
 
 
+def test_runner_noise_depends_only_on_the_position(cpp, tmp_path):
+    """The runner's own noise (no --prior-noise): a region's noise is the crop of any larger region
+    that contains it, so tiles agree in their overlaps whatever the tiling."""
+    ops(cpp, "noise", 9, 0, 0, 150, 130, 1, tmp_path / "p.npy", tmp_path / "s.npy")
+    big_p, big_s = np.load(tmp_path / "p.npy"), np.load(tmp_path / "s.npy")
+    assert big_p.shape == (1, 3, 150, 130) and big_s.shape == (1, 1, 150, 130)
+    assert abs(big_p.mean()) < 0.02 and abs(big_p.std() - 1) < 0.02
+    for y, x, h, w in ((0, 0, 16, 16), (50, 70, 64, 48), (100, 63, 50, 67)):
+        ops(cpp, "noise", 9, y, x, h, w, 1, tmp_path / "p2.npy", tmp_path / "s2.npy")
+        np.testing.assert_array_equal(np.load(tmp_path / "p2.npy"), big_p[:, :, y:y + h, x:x + w])
+        np.testing.assert_array_equal(np.load(tmp_path / "s2.npy"), big_s[:, :, y:y + h, x:x + w])
+    ops(cpp, "noise", 10, 0, 0, 150, 130, 1, tmp_path / "p3.npy", tmp_path / "s3.npy")
+    assert np.abs(np.load(tmp_path / "p3.npy") - big_p).mean() > 0.5  # another seed, other noise
+
+
 # ------------------------------------------------------------------------------- end to end
 @pytest.fixture(scope="module")
 def synthetic_bundle(tmp_path_factory) -> Path:
@@ -248,6 +263,19 @@ def test_runner_rejects_a_too_small_noise_map(cpp, synthetic_bundle, tmp_path):
                 "--prior-noise", tmp_path / "prior.npy"])
     assert proc.returncode == 4 and "noise map" in proc.stderr
     assert not (tmp_path / "o.png").exists()
+
+
+def test_runner_refuses_preprocessing_it_does_not_implement(cpp, synthetic_bundle, tmp_path):
+    import json
+    import shutil
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(synthetic_bundle, bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["preprocess"]["upsample"]["antialias"] = True
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    proc = run([cpp["rsd_upscale"], "--bundle", bundle, "--input", real_png(), "--output", tmp_path / "o.png"])
+    assert proc.returncode == 9 and "antialias=false" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
 def test_runner_rejects_a_corrupt_manifest(cpp, tmp_path):

@@ -4,6 +4,7 @@
 //   rsd_ops tiles HEIGHT WIDTH TILE OVERLAP          (prints "tile_h tile_w" then the ys and xs lines)
 //   rsd_ops feather TILE SCALE OUT.npy START...       (per-tile 1-D weights stacked: (n, TILE*SCALE))
 //   rsd_ops read-image IN.png OUT.npy
+//   rsd_ops noise SEED Y X H W STUDENT_CHANNELS PRIOR.npy STUDENT.npy   (the runner's own noise)
 #include <algorithm>
 #include <cstdio>
 #include <string>
@@ -11,6 +12,7 @@
 #include "rsd/image_io.hpp"
 #include "rsd/image_ops.hpp"
 #include "rsd/npy.hpp"
+#include "rsd/pipeline.hpp"
 #include "rsd/tiling.hpp"
 
 int main(int argc, char** argv) {
@@ -36,6 +38,11 @@ int main(int argc, char** argv) {
       rsd::Tensor t({static_cast<int64_t>(weights.size()), tile * scale});
       for (size_t i = 0; i < weights.size(); ++i) std::copy(weights[i].begin(), weights[i].end(), t.data.begin() + i * tile * scale);
       rsd::write_npy(argv[4], t);
+    } else if (op == "noise" && argc == 10) {
+      auto maps = rsd::draw_region_noise(std::stoull(argv[2]), std::stoll(argv[3]), std::stoll(argv[4]),
+                                         std::stoll(argv[5]), std::stoll(argv[6]), std::stoll(argv[7]));
+      rsd::write_npy(argv[8], maps.first);
+      rsd::write_npy(argv[9], maps.second);
     } else if (op == "read-image" && argc == 4) {
       rsd::write_npy(argv[3], rsd::read_image(argv[2]));
     } else {
