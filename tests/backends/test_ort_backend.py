@@ -1,0 +1,110 @@
+"""ONNX Runtime backend: same images as the torch backend for the same seed, manifest-driven setup,
+one-line errors."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from rsd_deploy.backends.base import create_backend
+from rsd_deploy.backends.ort_backend import OrtBackend
+from rsd_deploy.errors import BackendUnavailableError, ConfigError, ManifestError, ShapeError
+from tests.conftest import DATA
+from tests.export.onnx_tiny_export import tiny_export
+
+
+@pytest.fixture(scope="module")
+def export_dir() -> Path:
+    out, code, _, _ = tiny_export()
+    assert code == 0
+    return out
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def _lr_image() -> np.ndarray:
+    """A real 40 x 24 LR crop (not a multiple of 16: exercises padding and two tiles)."""
+    bgr = cv2.imread(str(DATA / "imagenet_val_sr" / "lq" / sorted(p.name for p in (DATA / "imagenet_val_sr" / "lq")
+                                                                    .iterdir())[0]))
+    return np.ascontiguousarray(bgr[:24, :40, ::-1])
+
+
+@pytest.mark.parametrize("tile", [None, 16])
+def test_same_images_as_torch_backend_with_the_same_seed(export_dir, tiny_rsd, tiny_vq, tile):
+    from rsd_deploy.models import Schedule
+    from rsd_deploy.pipeline.sr_pipeline import ModelInfo, ModelKind, SRPipeline, TileConfig
+
+    ort_backend = create_backend("onnxruntime", model_dir=export_dir, device="cpu", precision="fp32")
+    info = ort_backend.model_info
+    assert info == ModelInfo(kind=ModelKind.RSD, schedule=Schedule.preset("v1"), input_multiple=16,
+                             noise_channels=1, label=info.label)
+    torch_backend = create_backend("torch", unet=tiny_rsd, vq=tiny_vq, schedule=info.schedule)
+    tiling = TileConfig(tile=tile, overlap=8 if tile else 0)
+    rgb = _lr_image()
+    got = SRPipeline(ort_backend, info, tiling, seed=5).upscale_array(rgb)
+    ref = SRPipeline(torch_backend, info, tiling, seed=5).upscale_array(rgb)
+    assert got.shape == ref.shape == (96, 160, 3)
+    assert float(np.abs(got - ref).max()) <= 1e-3  # the decoder's fp32 bound (spec atol)
+    other_seed = SRPipeline(ort_backend, info, tiling, seed=6).upscale_array(rgb)
+    assert float(np.abs(other_seed - got).max()) > 1e-2  # the seed matters: noise really flows in
+
+
+def test_fp16_and_int8_variants_load_and_run(export_dir):
+    gen = torch.Generator().manual_seed(0)
+    image = torch.rand(1, 3, 64, 64, generator=gen) * 2 - 1
+    z = {p: OrtBackend(export_dir, precision=p).encode(image) for p in ("fp32", "fp16", "int8")}
+    assert z["fp32"].shape == (1, 3, 16, 16)
+    assert 0 < float((z["fp16"] - z["fp32"]).abs().max()) < 0.05
+    torch.testing.assert_close(z["int8"], z["fp32"], atol=0, rtol=0)  # the encoder's int8 variant is fp32
+
+
+def test_one_step_only_and_shape_errors(export_dir):
+    backend = OrtBackend(export_dir)
+    assert backend.supported_steps == frozenset({14})
+    z, lq, noise = torch.zeros(1, 3, 16, 16), torch.zeros(1, 3, 16, 16), torch.zeros(1, 1, 16, 16)
+    assert backend.denoise(z, 14, lq, noise).shape == (1, 3, 16, 16)
+    with pytest.raises(ShapeError, match="only step 14"):
+        backend.denoise(z, 3, lq, noise)
+    with pytest.raises(ShapeError, match="noise"):
+        backend.denoise(z, 14, lq, None)
+    with pytest.raises(ShapeError, match="multiple of 16"):
+        backend.decode(torch.zeros(1, 3, 16, 24))
+
+
+def test_folder_errors_are_one_line(export_dir, tmp_path):
+    with pytest.raises(ManifestError, match="rsd-export"):
+        OrtBackend(tmp_path)
+    copy = tmp_path / "copy"
+    shutil.copytree(export_dir, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    for entry in manifest["graphs"].values():
+        entry["variants"].pop("fp16")
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ConfigError, match="--fp16"):
+        OrtBackend(copy, precision="fp16")
+    with (copy / "decoder.onnx").open("ab") as f:
+        f.write(b"\0")
+    with pytest.raises(ManifestError, match="sha256"):
+        OrtBackend(copy)
+    with pytest.raises(ConfigError, match="precision"):
+        OrtBackend(export_dir, precision="bf16")
+
+
+def test_missing_gpu_provider_is_reported(export_dir):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA")
+    with pytest.raises(BackendUnavailableError, match="--device cpu"):
+        OrtBackend(export_dir, device="cuda")
