@@ -31,9 +31,10 @@ _DIR = click.Path(path_type=Path, file_okay=False)
                    "resshift-v3 (4 steps).")
 @click.option("--onnx", "onnx_dir", type=_DIR, help="Run exported ONNX graphs from this folder (ONNX Runtime).")
 @click.option("--engine", "engine_dir", type=_DIR, help="Run TensorRT engines from this folder.")
-@click.option("--tile", type=click.IntRange(min=0), default=256, show_default=True,
-              help="Tile size in LR pixels (rounded up to the model's multiple); 0 = whole image at once.")
-@click.option("--overlap", type=click.IntRange(min=0), default=32, show_default=True,
+@click.option("--tile", type=click.IntRange(min=0), default=64, show_default=True,
+              help="Tile size in LR pixels (rounded up to the model's multiple); 0 = whole image at once. "
+                   "64 is the models' training size; larger tiles cost more per pixel.")
+@click.option("--overlap", type=click.IntRange(min=0), default=8, show_default=True,
               help="Feathered overlap between tiles, LR pixels.")
 @click.option("--tile-batch", type=click.IntRange(min=1), default=1, show_default=True,
               help="Tiles per network call (more: faster on GPUs, more memory).")
@@ -50,7 +51,7 @@ def cli(inputs: Tuple[Path, ...], output_dir: Path, checkpoint: Optional[Path], 
         tile_batch: int, device: Optional[str], precision: str, seed: int, verbose: int, quiet: bool) -> int:
     """Super-resolve INPUT images (files or folders) x4 into the -o folder.
 
-    Example: rsd-upscale photos/ -o photos_x4/ --tile 256 --overlap 32
+    Example: rsd-upscale photos/ -o photos_x4/ --tile-batch 4
     """
     setup_logging(verbose, quiet)
     _silence_opencv()

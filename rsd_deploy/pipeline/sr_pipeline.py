@@ -64,11 +64,15 @@ class TileConfig:
     """Tiling in LR pixels. ``tile`` None: the whole image is one tile (memory grows with it).
 
     ``tile`` is rounded up to the model's input multiple so tiles need no padding; ``overlap`` is
-    the feathered band between neighbours; ``batch`` tiles run per backend call.
+    the feathered band between neighbours; ``batch`` tiles run per backend call. Default 64: the
+    models' training crop (latent 64 = SR 256) and the engines' optimal shape. The VQ's global
+    attention makes the cost per pixel grow with the tile side: with an overlap of 1/8 tile, the
+    full model costs about 1.4x (tile 64), 1.6x (128), 2.6x (256) the FLOPs of one untiled pass
+    of its convolutions (MODEL_SPEC.md section 8 counts).
     """
 
-    tile: Optional[int] = 256
-    overlap: int = 32
+    tile: Optional[int] = 64
+    overlap: int = 8
     batch: int = 1
 
     def validate(self) -> None:
