@@ -120,7 +120,7 @@ def manifest_dict(graph_files: Dict[str, Path], bundle: Path, *, multiple: int, 
 
 
 def write_synthetic_bundle(bundle: Path, *, multiple: int = 16, noise_channels: int = 1, tile: int = 32,
-                           overlap: int = 8, sqrt_eta_t: Optional[float] = None) -> dict:
+                           overlap: int = 8, sqrt_eta_t: Optional[float] = None, kind: str = "rsd") -> dict:
     """Write graphs + manifest.json into ``bundle``; returns the manifest dict."""
     import onnx
 
@@ -130,7 +130,7 @@ def write_synthetic_bundle(bundle: Path, *, multiple: int = 16, noise_channels: 
         files[name] = bundle / f"{name}.onnx"
         onnx.save(model, str(files[name]))
     manifest = manifest_dict(files, bundle, multiple=multiple, noise_channels=noise_channels, tile=tile,
-                             overlap=overlap)
+                             overlap=overlap, kind=kind)
     text = json.dumps(manifest, indent=2)
     (bundle / "manifest.json").write_text(text)
     return json.loads(text)  # as a reader sees it (tuples become lists)

@@ -198,6 +198,21 @@ def test_runner_matches_python_pipeline_on_a_whole_real_image(cpp, tiny_bundle, 
     assert np.abs(png.astype(np.int16) - ref_u8).max() <= 1
 
 
+def test_runner_handles_models_without_a_noise_input(cpp, tmp_path):
+    """SinSR-style denoiser (noise_channels 0): no student noise map anywhere."""
+    bundle = tmp_path / "sinsr"
+    kit.write_synthetic_bundle(bundle, multiple=16, noise_channels=0, kind="sinsr")
+    image = tmp_path / "lr.png"
+    import cv2
+
+    assert cv2.imwrite(str(image), read_image(real_png()).rgb[:36, :50, ::-1])
+    ours, ref, _ = upscale_both(cpp, bundle, image, tmp_path, tile=32, overlap=8)
+    assert ours.shape == (144, 200, 3) and np.abs(ours - ref).max() < 1e-4
+    proc = run([cpp["rsd_upscale"], "--bundle", bundle, "--input", image, "--output", tmp_path / "x.png",
+                "--student-noise", tmp_path / "prior.npy"])
+    assert proc.returncode == 2 and "has no noise input" in proc.stderr and not (tmp_path / "x.png").exists()
+
+
 def test_runner_seed_noise_is_reproducible(cpp, synthetic_bundle, tmp_path):
     image = real_png("00003.png")
     crop = tmp_path / "lr.png"

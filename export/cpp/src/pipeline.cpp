@@ -89,6 +89,8 @@ Tensor Upscaler::upscale(const Tensor& lr, const UpscaleOptions& options) const 
   const auto [tile, overlap] = tiling(options);
   const TilePlan plan = TilePlan::build(height, width, tile, overlap);
   const auto [need_h, need_w] = noise_extent(height, width, options);
+  if (options.student_noise && nc == 0)
+    throw Error("--student-noise given but this model has no noise input (noise_channels 0)", kExitConfig);
   for (const auto* noise : {&options.prior_noise, &options.student_noise}) {
     if (!*noise) continue;
     const Tensor& t = **noise;
@@ -98,8 +100,6 @@ Tensor Upscaler::upscale(const Tensor& lr, const UpscaleOptions& options) const 
                   std::to_string(need_h) + ",>=" + std::to_string(need_w) +
                   "): the latent grid covering every padded tile of this image", kExitShape);
   }
-  if (options.student_noise && nc == 0)
-    throw Error("--student-noise given but this model has no noise input (noise_channels 0)", kExitConfig);
 
   const auto wy = feather_weights_1d(plan.ys, plan.tile_h, sf), wx = feather_weights_1d(plan.xs, plan.tile_w, sf);
   std::vector<float> sum_y(static_cast<size_t>(height * sf), 0.0f), sum_x(static_cast<size_t>(width * sf), 0.0f);
