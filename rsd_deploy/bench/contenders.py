@@ -138,7 +138,7 @@ class ModelSet:
 
     @property
     def input_multiple(self) -> int:
-        return max(int(u.config.input_multiple) for u in self.unets.values())
+        return max(int(getattr(u, "config").input_multiple) for u in self.unets.values())
 
 
 def _fill_zeros(module: nn.Module, generator: torch.Generator) -> None:

@@ -30,6 +30,7 @@ from torch import nn
 
 from rsd_deploy.backends.base import Backend
 from rsd_deploy.errors import BackendUnavailableError, RSDError
+from rsd_deploy.models import VQAutoencoder
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ def eager_capture(fn: Callable[..., torch.Tensor], example_inputs: Sequence[torc
     return CapturedCall(static_inputs, static_output, replay)
 
 
-def make_cuda_graph_capture(pool: Optional[tuple] = None, warmup_iters: int = 2) -> Capture:
+def make_cuda_graph_capture(pool=None, warmup_iters: int = 2) -> Capture:
     """Capture ``fn`` into a ``torch.cuda.CUDAGraph``; all graphs share one memory pool."""
     shared_pool = pool if pool is not None else torch.cuda.graph_pool_handle()
 
@@ -124,7 +125,7 @@ def _prepare(module: nn.Module, device: torch.device, dtype: torch.dtype, channe
     """A private copy of ``module`` on ``device`` in ``dtype`` (the caller's module is not touched)."""
     m = copy.deepcopy(module).eval().to(device=device, dtype=dtype)
     if channels_last:
-        m = m.to(memory_format=torch.channels_last)
+        m = m.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     for p in m.parameters():
         p.requires_grad_(False)
     return m
@@ -165,7 +166,7 @@ class FastTorchBackend(Backend):
         self.graphs = GraphCache(capture)
         self.unet = _prepare(unet, self._device, self.dtype, channels_last)
         self.vq = _prepare(vq, self._device, self.dtype, channels_last)
-        self.vq.quantize.float()  # the codebook stays fp32 (distances are fp32 anyway)
+        self.vq.quantize.float()  # type: ignore[operator]  # the codebook stays fp32 (distances are fp32 anyway)
         self.noise_channels = int(getattr(getattr(unet, "config", None), "noise_channels", 0))
         self.kappa = float(schedule.kappa)
         self.eta = [float(e) for e in schedule.eta]
@@ -232,6 +233,7 @@ class FastTorchBackend(Backend):
     @torch.inference_mode()
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         dtype, vq = self.dtype, self.vq
+        assert isinstance(vq, VQAutoencoder)
 
         def build():
             def call(latent: torch.Tensor) -> torch.Tensor:

@@ -91,13 +91,15 @@ def _cpu_name() -> str:
 
 def environment(device: str) -> dict:
     """Device, library versions, commit and host load, for results.json."""
-    versions = {"python": platform.python_version(), "torch": torch.__version__}
-    for mod in ("numpy", "onnx", "onnxruntime", "tensorrt", "rsd_deploy"):
-        try:
-            versions[mod] = getattr(__import__(mod), "__version__", "unknown")
-        except ImportError:
-            versions[mod] = None
-    dev = {"requested": device, "cpu": _cpu_name(), "cpu_count": os.cpu_count(),
+    from importlib import metadata
+
+    versions: Dict[str, Optional[str]] = {"python": platform.python_version(), "torch": torch.__version__}
+    for dist in ("numpy", "onnx", "onnxruntime", "onnxruntime-gpu", "tensorrt", "rsd-deploy"):
+        try:  # installed distributions, not whatever module of that name happens to be importable
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = None
+    dev: Dict[str, object] = {"requested": device, "cpu": _cpu_name(), "cpu_count": os.cpu_count(),
            "torch_threads": torch.get_num_threads()}
     if device.startswith("cuda") and torch.cuda.is_available():
         idx = torch.device(device).index or 0

@@ -325,6 +325,8 @@ def measure_tiled_entry(backend: Backend, contender: Contender, schedule, size: 
 def build_models(config: BenchConfig) -> ModelSet:
     contenders = parse_contenders(config.contenders)
     if config.checkpoints:
+        if not config.vq:
+            raise RSDError("checkpoints given without --vq; pass the VQ autoencoder checkpoint too")
         return checkpoint_models(contenders, {k: Path(v) for k, v in config.checkpoints.items()}, Path(config.vq))
     return random_models(contenders, arch=config.arch, seed=config.seed)
 

@@ -39,8 +39,6 @@ def load_recipe(path: Path) -> dict:
 
 
 def build_config(ctx: click.Context, params: dict):
-    from rsd_deploy.bench.runner import BenchConfig, parse_size
-
     values: dict = {}
     if params.get("recipe"):
         values.update(load_recipe(params["recipe"]))
@@ -53,6 +51,14 @@ def build_config(ctx: click.Context, params: dict):
             values[fieldname] = v
     if params.get("checkpoint"):
         values["checkpoints"] = dict(_split_checkpoint(c) for c in params["checkpoint"])
+    return config_from_mapping(values)
+
+
+def config_from_mapping(values: dict):
+    """BenchConfig from recipe/option values: sizes as N, "HxW" or [h, w]; validated."""
+    from rsd_deploy.bench.runner import BenchConfig, parse_size
+
+    values = dict(values)
     if "sizes" in values:
         values["sizes"] = tuple(parse_size(str(s)) if not isinstance(s, (list, tuple)) else (int(s[0]), int(s[1]))
                                 for s in values["sizes"])

@@ -51,3 +51,21 @@ def test_bad_input_one_line_error(tmp_path, capsys, argv, code, words):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and words in err and len(err.splitlines()) == 1
     assert not (tmp_path / "x").exists()
+
+
+def test_every_recorded_recipe_is_a_valid_config():
+    from pathlib import Path
+
+    from rsd_deploy.cli.bench import config_from_mapping, load_recipe
+
+    recipes = sorted((Path(__file__).resolve().parents[2] / "benchmarks" / "recipes").glob("*.yaml"))
+    assert recipes
+    for path in recipes:
+        cfg = config_from_mapping(load_recipe(path))
+        assert cfg.sizes and cfg.backends, path.name
+
+
+def test_unknown_recipe_key_is_an_error(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("sizez: [16]\n")
+    assert _exit_code(["--recipe", str(recipe), "-o", str(tmp_path / "x")]) == 1
