@@ -7,6 +7,7 @@ headers are missing; .ci/run installs them (see export/README.md).
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -227,6 +228,26 @@ def test_runner_seed_noise_is_reproducible(cpp, synthetic_bundle, tmp_path):
         outs.append(np.load(tmp_path / f"o{i}.npy"))
     np.testing.assert_array_equal(outs[0], outs[1])
     assert np.abs(outs[0] - outs[2]).max() > 1e-3
+
+
+def test_pipeline_noise_script_reproduces_rsd_upscale_noise(cpp, tiny_bundle, tmp_path):
+    """export/cpp/scripts/pipeline_noise.py + rsd_upscale == the Python pipeline (tile rounded up as it does)."""
+    import cv2
+
+    image = tmp_path / "lr.png"
+    assert cv2.imwrite(str(image), read_image(real_png()).rgb[10:50, 300:370, ::-1])  # 40x70
+    script = kit.CPP_DIR / "scripts" / "pipeline_noise.py"
+    proc = run([sys.executable, script, "--bundle", tiny_bundle, "--input", image, "--tile", 30, "--overlap", 8,
+                "--seed", 3, "--out-dir", tmp_path / "noise"])
+    assert proc.returncode == 0, proc.stderr
+    flags = proc.stdout.split()
+    assert flags[:2] == ["--tile", "30"] and "--student-noise" in flags
+    proc = run([cpp["rsd_upscale"], "--bundle", tiny_bundle, "--input", image, "--output", tmp_path / "sr.png",
+                "--save-npy", tmp_path / "sr.npy", "--threads", 1, *flags])
+    assert proc.returncode == 0, proc.stderr
+    ours = np.load(tmp_path / "sr.npy")[0].transpose(1, 2, 0)
+    ref = kit.python_pipeline(tiny_bundle, tile=30, overlap=8, seed=3).upscale_array(read_image(image).rgb)
+    assert np.abs(ours - ref).max() < 1e-4
 
 
 def test_runner_batches_tiles_without_changing_the_result(cpp, tiny_bundle, tmp_path):
