@@ -159,19 +159,21 @@ def random_models(contenders: List[Contender], arch: str = "full", seed: int = 0
 
     if arch not in ("full", "tiny"):
         raise RSDError(f"unknown architecture {arch!r}; use full or tiny")
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
+    # each network has its own seed, so the same weights come out whatever the contender order
+    # (graphs exported in another process with the same seed hold the same weights)
     by_channels: Dict[int, nn.Module] = {}
     unets: Dict[str, nn.Module] = {}
     for c in contenders:
         if c.noise_channels not in by_channels:
+            torch.manual_seed(seed + 1 + c.noise_channels)
             cfg = getattr(UNetConfig, arch)(noise_channels=c.noise_channels)
             unet = UNetSwin(cfg).eval()
-            _fill_zeros(unet, gen)
+            _fill_zeros(unet, torch.Generator().manual_seed(seed + 1 + c.noise_channels))
             by_channels[c.noise_channels] = unet
         unets[c.key] = by_channels[c.noise_channels]
+    torch.manual_seed(seed)
     vq = VQAutoencoder(getattr(VQConfig, arch)()).eval()
-    _fill_zeros(vq, gen)
+    _fill_zeros(vq, torch.Generator().manual_seed(seed))
     sources = {c.key: f"random {arch} (seed {seed})" for c in contenders}
     sources["vq"] = f"random {arch} (seed {seed})"
     return ModelSet(unets=unets, vq=vq, random_weights=True, arch=arch, sources=sources)

@@ -191,33 +191,36 @@ def _ort_precisions(config: BenchConfig) -> List[str]:
 
 def _onnx_graphs(contender: Contender, models: ModelSet, schedule, precision: str, config: BenchConfig,
                  workdir: Path) -> Path:
-    """A folder of graphs (rsd-export layout: manifest.json + graphs) for this contender: from
-    ``--onnx DIR`` (DIR/<contender>/ or DIR itself) or exported now with ``export_models``.
+    """A folder of graphs (rsd-export layout: manifest.json + graphs) for this contender.
 
-    One export per (UNet, schedule) holds every ONNX Runtime precision the run asks for; parity
-    and accuracy checks are reduced to one shape and one image (rsd-export does the full checks).
+    Looked up in ``--onnx DIR`` (``DIR/<contender>/`` or ``DIR`` itself); when absent, exported
+    there (or into a temp folder without ``--onnx``) with ``export_models``, holding every ONNX
+    Runtime precision the run asks for. Parity and accuracy checks are reduced to one shape and one
+    image here (rsd-export does the full checks). Multi-step contenders reuse the one-step export of
+    the same UNet: their rows are timing-only anyway (see ``denoise_step_for``).
     """
-    if config.onnx_dir:
-        base = Path(config.onnx_dir)
-        for cand in (base / contender.key, base):
-            if (cand / "manifest.json").is_file():
-                return cand
-        raise RSDError(f"--onnx {base}: no manifest.json in {base}/{contender.key} or {base}; "
-                       f"export with rsd-export -o {base}/{contender.key}")
+    root = Path(config.onnx_dir) if config.onnx_dir else workdir / "onnx"
+    for cand in (root / contender.key, root):
+        if (cand / "manifest.json").is_file():
+            return cand
+    unet = models.unets[contender.key]
+    if not contender.one_step:
+        for other in CONTENDERS.values():
+            if other.one_step and models.unets.get(other.key) is unet and (root / other.key / "manifest.json").is_file():
+                return root / other.key
     from rsd_deploy.export.exporter import ExportConfig, export_models
 
-    unet = models.unets[contender.key]
-    out = workdir / "onnx" / f"{contender.schedule}-{id(unet):x}"
-    if not (out / "manifest.json").is_file():
-        precisions = _ort_precisions(config)
-        size = min(64, 4 * models.input_multiple) // models.input_multiple * models.input_multiple
-        shape = (1, size, size)
-        logger.info("exporting %s graphs (%s) into %s", contender.label, ", ".join(precisions), out)
-        export_models(ExportConfig(out_dir=out, unet=unet, vq_model=models.vq, model=contender.key,
-                                   fp16="fp16" in precisions, int8="int8" in precisions, calib_count=4,
-                                   accuracy_count=1, export_shape=shape, verify_shapes=[shape], min_shape=shape,
-                                   opt_shape=shape, max_shape=(max(4, config.batch), 4 * size, 4 * size),
-                                   demo=models.random_weights, seed=config.seed))
+    out = root / contender.key
+    precisions = _ort_precisions(config)
+    m = models.input_multiple
+    size = max(m, 64 // m * m)
+    shape = (1, size, size)
+    logger.info("exporting %s graphs (%s) into %s", contender.label, ", ".join(precisions), out)
+    export_models(ExportConfig(out_dir=out, unet=unet, vq_model=models.vq, model=contender.key,
+                               fp16="fp16" in precisions, int8="int8" in precisions, calib_count=4,
+                               accuracy_count=1, export_shape=shape, verify_shapes=[shape], min_shape=shape,
+                               opt_shape=shape, max_shape=(max(4, config.batch), 4 * size, 4 * size),
+                               demo=models.random_weights, seed=config.seed))
     return out
 
 

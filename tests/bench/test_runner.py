@@ -158,3 +158,45 @@ def test_tiled_runs_go_through_the_pipeline_tiles():
     assert rsd.calls["encode"] == 3 * tiles + 3  # (cold + 2 timed) x tiles, then the untiled size
     assert big["stages_ms"]["denoise"]["n"] == 2 and big["status"] == "ok"
     assert res["entries"][2]["tiled"] and res["entries"][2]["status"] == "ok"
+
+
+def test_random_weights_do_not_depend_on_contender_order():
+    from rsd_deploy.bench.contenders import random_models
+
+    a = random_models([CONTENDERS["rsd"], CONTENDERS["sinsr"]], arch="tiny", seed=3)
+    b = random_models([CONTENDERS["resshift-v1"], CONTENDERS["rsd"]], arch="tiny", seed=3)
+    for key_a, key_b in (("rsd", "rsd"), ("sinsr", "resshift-v1")):
+        sa, sb = a.unets[key_a].state_dict(), b.unets[key_b].state_dict()
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert a.unets["sinsr"] is not a.unets["rsd"]
+    assert all(torch.any(p) for p in a.unets["rsd"].parameters())  # no all-zero tensor left
+    assert all(torch.equal(x, y) for x, y in zip(a.vq.parameters(), b.vq.parameters()))
+
+
+@pytest.mark.slow
+def test_onnxruntime_rows_export_once_and_match_torch(tmp_path):
+    """Tiny architecture through ONNX Runtime: graphs exported into --onnx DIR on first use, reused by
+    the multi-step contender (timing-only), and the one-step output matches torch fp32."""
+    pytest.importorskip("onnxruntime")
+    from rsd_deploy.bench import benchmark_and_report
+
+    onnx_dir = tmp_path / "onnx"
+    cfg = BenchConfig(contenders=("sinsr", "resshift-v3"), backends=("torch-fp32", "ort-fp32"), arch="tiny",
+                      sizes=((16, 16),), repeats=1, threads=1, onnx_dir=str(onnx_dir), output=str(tmp_path / "o"),
+                      quality_lr=str(tmp_path / "lr"), quality_limit=1)
+    import cv2
+    import numpy as np
+
+    (tmp_path / "lr").mkdir()
+    cv2.imwrite(str(tmp_path / "lr" / "a.png"), np.random.default_rng(0).integers(0, 255, (16, 24, 3), np.uint8))
+    benchmark_and_report(cfg, progress=False)
+    assert sorted(p.name for p in onnx_dir.iterdir()) == ["sinsr"]  # v3 reused the SinSR graphs
+    import json
+
+    res = json.loads((tmp_path / "o" / "results.json").read_text())
+    by = {(e["contender"], e["backend"]): e for e in res["entries"]}
+    assert by[("sinsr", "ort-fp32")]["status"] == "ok"
+    assert by[("resshift-v3", "ort-fp32")]["timing_only_steps"] is True
+    q = {(r["contender"], r["backend"]): r for r in res["quality"]["rows"]}
+    assert q[("sinsr", "ort-fp32")]["vs_reference"]["max_abs"] < 1e-3
+    assert q[("resshift-v3", "ort-fp32")]["status"] == "skipped"
