@@ -14,7 +14,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -98,14 +98,15 @@ class ExportResult:
         return [p for p in self.accuracy.psnr_db if not self.accuracy.passed(p)]  # type: ignore[attr-defined]
 
 
-def _resolve_models(config: ExportConfig) -> Tuple[nn.Module, nn.Module, str, bool]:
+def _resolve_models(config: ExportConfig) -> Tuple[Any, Any, str, bool]:
     """(unet, vq, kind, demo)."""
     if config.unet is not None:
-        noise = int(config.unet.config.noise_channels)  # type: ignore[union-attr]
+        unet: Any = config.unet
+        noise = int(unet.config.noise_channels)
         kind = config.model or ("rsd" if noise else None)
         if kind is None:
             raise ConfigError("pass model= (sinsr, resshift-v1 or resshift-v3) for a UNet without noise channels")
-        return config.unet, config.vq_model, kind, bool(config.demo)  # type: ignore[return-value]
+        return unet, config.vq_model, kind, bool(config.demo)
     from rsd_deploy.pipeline.loading import ModelSource, load_torch_models
     from rsd_deploy.pipeline.sr_pipeline import ModelKind
 
@@ -142,10 +143,10 @@ def _verify_shapes(config: ExportConfig, export_shape: Shape3, multiple: int) ->
     return list(dict.fromkeys(shapes))  # type: ignore[arg-type]
 
 
-def decoder_parity_feeds(vq: nn.Module) -> "callable":
+def decoder_parity_feeds(vq: Any) -> Callable[[int, int, int, int], Dict[str, np.ndarray]]:
     """Decoder inputs away from code ties: codebook entries plus a perturbation of 20 % of the
     smallest code distance, so fp32 reduction-order differences cannot flip an argmin."""
-    codes = vq.quantize.embedding.weight.detach().double().numpy()  # type: ignore[union-attr]
+    codes = vq.quantize.embedding.weight.detach().double().numpy()
     d = np.sqrt(((codes[:, None, :] - codes[None, :, :]) ** 2).sum(-1))
     d[np.diag_indices_from(d)] = np.inf
     radius = 0.2 * float(d[np.isfinite(d) & (d > 0)].min()) if np.any(np.isfinite(d) & (d > 0)) else 0.0
@@ -182,8 +183,8 @@ def export_models(config: ExportConfig) -> ExportResult:
     vq.eval()
     schedule = Schedule.preset("v3" if kind == "resshift-v3" else "v1")
     constants = DiffusionConstants.from_schedule(schedule)
-    multiple = int(unet.config.input_multiple)  # type: ignore[union-attr]
-    noise_channels = int(unet.config.noise_channels)  # type: ignore[union-attr]
+    multiple = int(unet.config.input_multiple)
+    noise_channels = int(unet.config.noise_channels)
     profile = _profile(config, multiple)
     specs = build_specs(unet.config, profile)
     modules = graph_modules(unet, vq, constants)
@@ -215,16 +216,16 @@ def export_models(config: ExportConfig) -> ExportResult:
         seconds: Dict[str, float] = {}
         for name in SUBMODELS:
             bar.set_postfix_str(f"{name} fp32")
-            g = export_graph(modules[name], specs[name], staging / f"{name}.onnx", export_shape=export_shape,
-                             opset=config.opset, exporter=config.exporter, external_data=config.external_data)
-            graphs[name] = g
-            seconds[f"{name}.fp32"] = g.export_seconds
+            exported = export_graph(modules[name], specs[name], staging / f"{name}.onnx", export_shape=export_shape,
+                                    opset=config.opset, exporter=config.exporter, external_data=config.external_data)
+            graphs[name] = exported
+            seconds[f"{name}.fp32"] = exported.export_seconds
             feeds_fn = decoder_parity_feeds(vq) if name == "decoder" else None
-            parity += check_fp32_parity(g.path, modules[name], specs[name], shapes, feeds_fn=feeds_fn)
-            files[name]["fp32"] = (g.path.name, list(g.external_data),
-                                   {"tool": f"torch.onnx.export ({g.exporter}, torch {torch.__version__})",
+            parity += check_fp32_parity(exported.path, modules[name], specs[name], shapes, feeds_fn=feeds_fn)
+            files[name]["fp32"] = (exported.path.name, list(exported.external_data),
+                                   {"tool": f"torch.onnx.export ({exported.exporter}, torch {torch.__version__})",
                                     "kept_fp32": ["*"], "export_shape": list(export_shape),
-                                    "export_seconds": round(g.export_seconds, 2)})
+                                    "export_seconds": round(exported.export_seconds, 2)})
             bar.update()
 
         if config.fp16:
@@ -266,7 +267,7 @@ def export_models(config: ExportConfig) -> ExportResult:
 
         graph_paths = {g: {p: staging / f for p, (f, _, _) in v.items()} for g, v in files.items()}
         bar.set_postfix_str("accuracy")
-        codebook = vq.quantize.embedding.weight.detach().double().numpy()  # type: ignore[union-attr]
+        codebook = vq.quantize.embedding.weight.detach().double().numpy()
         report = accuracy_report(graph_paths, samples, [f"crop{i}" for i in range(len(samples))], codebook=codebook)
         lint_results: Dict[str, str] = {}
         linted: Dict[Path, str] = {}
@@ -282,8 +283,8 @@ def export_models(config: ExportConfig) -> ExportResult:
 
         # move into place (graphs first, manifest last), then describe what is on disk
         moved = set()
-        for g, variants in files.items():
-            for p, (f, ext, _) in variants.items():
+        for g, staged in files.items():
+            for p, (f, ext, _) in staged.items():
                 for name in [f] + ext:
                     if name not in moved:
                         shutil.move(str(staging / name), str(out_dir / name))  # same fs: os.replace
@@ -291,10 +292,10 @@ def export_models(config: ExportConfig) -> ExportResult:
         manifest_graphs = {}
         sizes: Dict[str, Dict[str, int]] = {}
         for g in SUBMODELS:
-            variants = {p: mf.variant_entry(out_dir, f, ext, config.opset, recipe) for p, (f, ext, recipe)
-                        in files[g].items()}
-            sizes[g] = {p: v["bytes"] for p, v in variants.items()}
-            manifest_graphs[g] = {"spec": specs[g].to_dict(), "variants": variants}
+            entries = {p: mf.variant_entry(out_dir, f, ext, config.opset, recipe) for p, (f, ext, recipe)
+                       in files[g].items()}
+            sizes[g] = {p: v["bytes"] for p, v in entries.items()}
+            manifest_graphs[g] = {"spec": specs[g].to_dict(), "variants": entries}
         tile = int(profile.opt[1])
         manifest = mf.build_manifest(kind=kind, demo=demo, noise_channels=noise_channels,
                                      unet_checkpoint=config.checkpoint, vq_checkpoint=config.vq,

@@ -24,7 +24,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -64,7 +64,7 @@ class DiffusionConstants:
 class EncoderGraph(nn.Module):
     """image (B, 3, 4h, 4w) float32 in [-1, 1] -> latent (B, 3, h, w) continuous z_y."""
 
-    def __init__(self, vq: nn.Module) -> None:
+    def __init__(self, vq: Any) -> None:
         super().__init__()
         self.vq = vq
 
@@ -80,7 +80,7 @@ class DenoiserGraph(nn.Module):
     A host that already holds z_T passes it as ``z_y`` with ``prior_noise`` = 0.
     """
 
-    def __init__(self, unet: nn.Module, constants: DiffusionConstants) -> None:
+    def __init__(self, unet: Any, constants: DiffusionConstants) -> None:
         super().__init__()
         self.unet = unet
         self.prior_std = float(constants.prior_std)
@@ -100,7 +100,7 @@ class DenoiserGraph(nn.Module):
 class DecoderGraph(nn.Module):
     """latent (B, 3, h, w) -> quantise (fp32 distances) -> image (B, 3, 4h, 4w), not clamped."""
 
-    def __init__(self, vq: nn.Module) -> None:
+    def __init__(self, vq: Any) -> None:
         super().__init__()
         self.vq = vq
 
@@ -217,6 +217,8 @@ def export_graph(module: nn.Module, spec: ExportSpec, path: Path, *, export_shap
                                                 input_names=list(spec.input_names),
                                                 output_names=list(spec.output_names),
                                                 dynamic_shapes=_dynamo_shapes(spec), optimize=True)
+                    if program is None:
+                        raise ExportError(f"{spec.name}: the dynamo exporter returned no program")
                     program.save(str(raw), external_data=True)
         except Exception as exc:  # exporter errors are long multi-line traces: keep the first line
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -232,7 +234,7 @@ def export_graph(module: nn.Module, spec: ExportSpec, path: Path, *, export_shap
     seconds = time.perf_counter() - start
     onnx.checker.check_model(str(path), full_check=True)  # path form: resolves external data, runs shape inference
     logger.info("exported %s (%s, opset %d) in %.1f s", path.name, exporter, opset, seconds)
-    return ExportedGraph(spec.name, path, files, opset, exporter, seconds, tuple(export_shape))
+    return ExportedGraph(spec.name, path, files, opset, exporter, seconds, (batch, h, w))
 
 
 def _dynamo_shapes(spec: ExportSpec) -> Dict[str, Dict[int, object]]:

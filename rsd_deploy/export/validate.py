@@ -18,7 +18,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -123,7 +123,7 @@ def check_fp32_parity(path: Path, module: torch.nn.Module, spec: ExportSpec, sha
     for shape, got, ref in zip(shapes, outs, refs):
         name = spec.output_names[0]
         stats = error_stats(got[name], ref[name])
-        results.append(ParityResult(spec.name, tuple(shape), stats["max_abs"], stats["mean_abs"], spec.atol_fp32))
+        results.append(ParityResult(spec.name, (int(shape[0]), int(shape[1]), int(shape[2])), stats["max_abs"], stats["mean_abs"], spec.atol_fp32))
         logger.info("%s fp32 parity at %s: max abs %.2e, mean abs %.2e (atol %.0e)", spec.name, shape,
                     stats["max_abs"], stats["mean_abs"], spec.atol_fp32)
     polygraphy_ok = _compare_with_polygraphy(outs, refs, spec.atol_fp32)
@@ -135,7 +135,7 @@ def check_fp32_parity(path: Path, module: torch.nn.Module, spec: ExportSpec, sha
     return results
 
 
-def lint(path: Path, input_shapes: Optional[Dict[str, Sequence[int]]] = None, timeout_s: int = 600) -> Tuple[bool, str]:
+def lint(path: Path, input_shapes: Optional[Mapping[str, Sequence[int]]] = None, timeout_s: int = 600) -> Tuple[bool, str]:
     """(ok, message): ``onnx.checker`` (full check, path form for external data) + ``polygraphy check lint``.
 
     ``input_shapes``: concrete shapes for polygraphy's inference pass (dynamic inputs otherwise

@@ -1,0 +1,31 @@
+"""`rsd-export` with no checkpoint exports the embedded demo model (skips while it is not installed)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rsd_deploy.errors import CheckpointError
+from rsd_deploy.export.exporter import ExportConfig, export_models
+from tests.conftest import DATA
+
+
+def test_embedded_model_exports_and_matches_pytorch(tmp_path):
+    from rsd_deploy.default_model import default_model_info
+
+    try:
+        default_model_info()
+    except CheckpointError:
+        pytest.skip("the embedded demo model is not installed in this checkout")
+    if not (DATA / "imagenet_val_sr" / "lq").is_dir():
+        pytest.skip("shared data is absent")
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = export_models(ExportConfig(out_dir=tmp_path / "demo", fp16=True, accuracy_count=2))
+    finally:
+        torch.set_num_threads(old)
+    manifest = __import__("json").loads(result.manifest_path.read_text())
+    assert manifest["model"]["demo"] is True and manifest["model"]["unet_checkpoint"] is None
+    assert len({r.shape for r in result.parity}) == 3 and all(r.max_abs <= r.atol for r in result.parity)
+    assert result.accuracy.psnr_db["fp32"] >= 60.0
+    assert result.accuracy.psnr_db_mean["fp16"] >= 30.0  # measured value goes to the report
