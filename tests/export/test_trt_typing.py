@@ -13,8 +13,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "export"))
-import typecheck_trt  # noqa: E402
+# load the script by path: putting export/ on sys.path would make `import triton` find export/triton
+_spec = importlib.util.spec_from_file_location("typecheck_trt", ROOT / "export" / "typecheck_trt.py")
+typecheck_trt = importlib.util.module_from_spec(_spec)
+sys.modules["typecheck_trt"] = typecheck_trt
+_spec.loader.exec_module(typecheck_trt)
 
 
 def test_stub_fixes_are_mechanical():
