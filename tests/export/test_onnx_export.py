@@ -171,3 +171,21 @@ def test_cli_usage_errors_are_one_line(capsys):
     assert run_command(cli, ["-o", "x", "--opt-shape", "64x64"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: --opt-shape") and "\n" not in err
+
+
+def test_cli_hands_the_export_to_triton_and_verify(export_dir, tmp_path, capsys):
+    from rsd_deploy.cli.common import run_command
+    from rsd_deploy.cli.export import _triton, cli
+    from rsd_deploy.export.trt import tensorrt_status
+
+    pytest.importorskip("rsd_deploy.export.triton")
+    _triton(export_dir, tmp_path / "triton")
+    assert (tmp_path / "triton" / "rsd_denoiser" / "config.pbtxt").is_file()
+    if tensorrt_status()[0]:
+        pytest.skip("TensorRT is installed: --verify would run for real")
+    capsys.readouterr()
+    assert run_command(cli, ["--verify", str(export_dir)]) == 7
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "TensorRT" in err and "\n" not in err
+    assert run_command(cli, ["--build-engine", str(export_dir)]) == 7
+    assert "rsd-export --build-engine" in capsys.readouterr().err
