@@ -92,6 +92,19 @@ def lr_crops(folders: Sequence[Path], size: int, count: int, seed: int = 0) -> L
     return crops
 
 
+def synthetic_crops(size: int, count: int, seed: int = 0) -> List[np.ndarray]:
+    """Smooth random LR images (1, 3, size, size) in [-1, 1]: bicubic-upsampled 4x4 colour grids plus
+    mild noise. Only for the accuracy report on machines without real images (never for INT8)."""
+    gen = torch.Generator().manual_seed(seed)
+    crops = []
+    for _ in range(count):
+        grid = torch.rand(1, 3, 4, 4, generator=gen) * 1.6 - 0.8
+        img = F.interpolate(grid, size=(size, size), mode="bicubic", align_corners=False)
+        img = img + 0.05 * torch.randn(img.shape, generator=gen)
+        crops.append(img.clamp(-1, 1).numpy().astype(np.float32))
+    return crops
+
+
 def bicubic_x4(lr: torch.Tensor) -> torch.Tensor:
     """The pipeline's host-side upsampling (PyTorch bicubic, a = -0.75, no antialias, no clamp)."""
     return F.interpolate(lr, scale_factor=4, mode="bicubic", align_corners=False, antialias=False)

@@ -194,11 +194,18 @@ def export_models(config: ExportConfig) -> ExportResult:
 
     # real images first: a missing calibration folder fails before minutes of export work
     folders = [Path(p) for p in config.calib_dirs] or calib.default_calibration_dirs()
-    if not folders:
-        raise ConfigError("no calibration/accuracy images: shared/data not found; pass --calib DIR with LR images")
     lr_size = export_shape[1]
     n_cal = config.calib_count if config.int8 else 0
-    crops = calib.lr_crops(folders, lr_size, n_cal + config.accuracy_count, seed=config.seed)
+    if folders:
+        crops = calib.lr_crops(folders, lr_size, n_cal + config.accuracy_count, seed=config.seed)
+        image_names = [f"real crop {i} ({', '.join(f.name for f in folders)})" for i in range(len(crops))][n_cal:]
+    elif config.int8:
+        raise ConfigError("INT8 calibration needs real images: shared/data was not found; pass --calib DIR with LR images")
+    else:
+        logger.warning("no real images (shared/data not found, no --calib): the accuracy report uses synthetic "
+                       "smooth images; pass --calib DIR for a real-image report")
+        crops = calib.synthetic_crops(lr_size, config.accuracy_count, seed=config.seed)
+        image_names = [f"synthetic {i}" for i in range(len(crops))]
     if len(crops) <= n_cal:
         raise ConfigError(f"need at least {n_cal + 1} images of >= {lr_size} px in {', '.join(map(str, folders))}")
     accuracy_crops, calib_crops = crops[n_cal:], crops[:n_cal]
@@ -268,7 +275,7 @@ def export_models(config: ExportConfig) -> ExportResult:
         graph_paths = {g: {p: staging / f for p, (f, _, _) in v.items()} for g, v in files.items()}
         bar.set_postfix_str("accuracy")
         codebook = vq.quantize.embedding.weight.detach().double().numpy()
-        report = accuracy_report(graph_paths, samples, [f"crop{i}" for i in range(len(samples))], codebook=codebook)
+        report = accuracy_report(graph_paths, samples, image_names, codebook=codebook)
         lint_results: Dict[str, str] = {}
         linted: Dict[Path, str] = {}
         for g, variants in graph_paths.items():

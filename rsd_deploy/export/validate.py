@@ -205,7 +205,8 @@ class AccuracyReport:
 
     def to_markdown(self) -> str:
         lines = ["# Accuracy of the exported graphs vs PyTorch fp32", "",
-                 f"Images: {len(self.images)} real LR crops, latent {self.latent_shape[1]}x{self.latent_shape[2]} "
+                 f"Images: {len(self.images)} {'synthetic' if any('synthetic' in i for i in self.images) else 'real'} "
+                 f"LR crops, latent {self.latent_shape[1]}x{self.latent_shape[2]} "
                  f"(SR {4 * self.latent_shape[1]}x{4 * self.latent_shape[2]}); ONNX Runtime CPU.", "",
                  "| graph | precision | max abs | mean abs |", "|---|---|---|---|"]
         for e in self.graphs:

@@ -189,3 +189,13 @@ def test_cli_hands_the_export_to_triton_and_verify(export_dir, tmp_path, capsys)
     assert err.startswith("error: ") and "TensorRT" in err and "\n" not in err
     assert run_command(cli, ["--build-engine", str(export_dir)]) == 7
     assert "rsd-export --build-engine" in capsys.readouterr().err
+
+
+def test_without_real_images_fp32_export_reports_on_synthetic_images(tiny_rsd, tiny_vq, tmp_path, monkeypatch):
+    from rsd_deploy.export import calib
+
+    monkeypatch.setattr(calib, "default_calibration_dirs", lambda: [])
+    with pytest.raises(ConfigError, match="--calib"):
+        export_models(ExportConfig(out_dir=tmp_path / "int8", unet=tiny_rsd, vq_model=tiny_vq, int8=True,
+                                   opt_shape=(1, 16, 16)))
+    assert calib.synthetic_crops(16, 2)[0].shape == (1, 3, 16, 16)
