@@ -14,7 +14,7 @@ import struct
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Tuple
 
 import cv2
 import numpy as np
@@ -101,6 +101,24 @@ def apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
     return image
 
 
+def _decode_oriented(data: np.ndarray, path: Path) -> Tuple[Optional[np.ndarray], int]:
+    """Decode with IMREAD_UNCHANGED -> (image or None, EXIF orientation still to apply)."""
+    decode_with_metadata = getattr(cv2, "imdecodeWithMetadata", None)
+    if decode_with_metadata is not None:
+        image, types, blocks = decode_with_metadata(data, cv2.IMREAD_UNCHANGED)
+        orientation = 1
+        for kind, block in zip(np.asarray(types).ravel().tolist(), blocks):
+            if kind == cv2.IMAGE_METADATA_EXIF:
+                orientation = exif_orientation(np.asarray(block, np.uint8).tobytes())
+        return image, orientation
+    # OpenCV without the metadata API: ANYCOLOR|ANYDEPTH applies EXIF itself but drops alpha
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if image is not None and image.ndim == 3 and image.shape[2] == 4:
+        logger.warning("%s: this OpenCV cannot read EXIF with alpha; orientation not applied", path)
+        return image, 1
+    return cv2.imdecode(data, cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH), 1
+
+
 def read_image(path: Path | str) -> LRImage:
     """Decode an image file (PNG, JPEG, WebP, TIFF, BMP; 8/16-bit; grey, RGB, RGBA).
 
@@ -118,7 +136,7 @@ def read_image(path: Path | str) -> LRImage:
         raise ImageIOError(f"{path}: cannot read ({e.strerror or e}); check the file permissions") from None
     if data.size == 0:
         raise ImageIOError(f"{path}: file is empty (0 bytes); replace it with a valid image")
-    image, types, blocks = cv2.imdecodeWithMetadata(data, cv2.IMREAD_UNCHANGED)
+    image, orientation = _decode_oriented(data, path)
     if image is None or image.size == 0:
         raise ImageIOError(f"{path}: cannot decode image (corrupt, truncated or unsupported format); "
                            f"use a valid PNG, JPEG, WebP, TIFF or BMP file")
@@ -128,10 +146,6 @@ def read_image(path: Path | str) -> LRImage:
         image = image[:, :, 0]
     if image.ndim == 3 and image.shape[2] not in (3, 4):
         raise ImageIOError(f"{path}: unsupported channel count {image.shape[2]}; use grey, RGB or RGBA")
-    orientation = 1
-    for kind, block in zip(np.asarray(types).ravel().tolist(), blocks):
-        if kind == cv2.IMAGE_METADATA_EXIF:
-            orientation = exif_orientation(np.asarray(block, np.uint8).tobytes())
     image = apply_orientation(image, orientation)
     if orientation != 1:
         logger.debug("%s: applied EXIF orientation %d", path, orientation)

@@ -75,6 +75,16 @@ def test_exif_orientation_matches_opencv_color_decoding(tmp_path, orientation):
     np.testing.assert_array_equal(read_image(path).rgb, expected[:, :, ::-1])
 
 
+@pytest.mark.parametrize("orientation", [3, 6])
+def test_exif_orientation_without_the_opencv_metadata_api(tmp_path, monkeypatch, orientation):
+    """Older OpenCV builds lack imdecodeWithMetadata: the reader falls back to OpenCV's own EXIF handling."""
+    path = tmp_path / "o.jpg"
+    write_with_exif(path, asymmetric_bgr(), orientation)
+    expected = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    monkeypatch.delattr(cv2, "imdecodeWithMetadata")
+    np.testing.assert_array_equal(read_image(path).rgb, expected[:, :, ::-1])
+
+
 def test_exif_orientation_rotates_alpha_too(tmp_path):
     bgra = np.dstack([asymmetric_bgr(), np.tile(np.arange(36, dtype=np.uint8), (20, 1))])
     write_with_exif(tmp_path / "o.png", bgra, 6)
