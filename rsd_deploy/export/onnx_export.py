@@ -179,6 +179,9 @@ def save_onnx(model, path: Path, external_data: Optional[bool] = None) -> List[s
     if external_data:
         onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                         location=data_name, size_threshold=1024)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(path.parent / data_name, 0o666 & ~umask)  # onnx creates it 0600; it is a deliverable
         return [data_name]
     onnx.save_model(model, str(path))
     return []
