@@ -3,7 +3,9 @@ through the real CLI and shared by tests/export/test_onnx_*, test_fp16*, test_in
 tests/backends/test_ort_backend.py."""
 from __future__ import annotations
 
+import atexit
 import functools
+import shutil
 import json
 import tempfile
 from pathlib import Path
@@ -28,7 +30,9 @@ def _export() -> Tuple[Path, int, str, str]:
 
     old = torch.get_num_threads()
     torch.set_num_threads(1)
-    out = Path(tempfile.mkdtemp(prefix="rsd-tiny-export-")) / "export"
+    root = Path(tempfile.mkdtemp(prefix="rsd-tiny-export-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    out = root / "export"
     import contextlib
     import io
 
