@@ -163,7 +163,7 @@ def read_image(path: Path | str) -> LRImage:
 def to_model_range(pixels: np.ndarray) -> np.ndarray:
     """uint8/uint16 (..., 3) -> float32 in [-1, 1] as upstream: ``(x / max - 0.5) / 0.5``; float32 passes through."""
     if pixels.dtype == np.float32:
-        return pixels
+        return np.ascontiguousarray(pixels)  # torch.from_numpy rejects negative strides
     unit = pixels.astype(np.float32) / np.float32(_MAX_VALUE[pixels.dtype])
     return (unit - np.float32(0.5)) / np.float32(0.5)
 

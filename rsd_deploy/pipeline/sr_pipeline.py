@@ -139,7 +139,8 @@ class SRPipeline:
         z = z_y + float(s.kappa * s.sqrt_eta[T - 1]) * noise.prior  # z_T
         if self.model.kind.multistep:
             if len(noise.steps) < T - 1:
-                raise ShapeError(f"{self.model.kind.value} needs {T} step noises; got {len(noise.steps)}")
+                raise ShapeError(f"{self.model.kind.value} needs {T - 1} step noises (T-1 .. 1); "
+                                 f"got {len(noise.steps)}")
             for k, i in enumerate(range(T - 1, -1, -1)):
                 x0 = self.backend.denoise(z, i, lq)
                 z = float(s.c1[i]) * z + float(s.c2[i]) * x0

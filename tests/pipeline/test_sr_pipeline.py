@@ -171,3 +171,12 @@ def test_pipeline_rejects_inconsistent_setups():
 def test_tile_size_rounds_up_to_the_input_multiple():
     pipe = SRPipeline(LocalStandInBackend(), ModelInfo(ModelKind.SINSR, schedule("v1"), 64), TileConfig(100, 16))
     assert pipe.tiling.tile == 128
+
+
+def test_float_input_views_and_step_noise_count():
+    pipe = SRPipeline(LocalStandInBackend(), ModelInfo(ModelKind.RESSHIFT_V3, schedule("v3"), 16), TileConfig(16, 4))
+    bgr = np.random.default_rng(0).uniform(-1, 1, (20, 24, 3)).astype(np.float32)
+    out = pipe.upscale_array(bgr[:, :, ::-1])  # a negative-stride view is accepted
+    assert out.shape == (80, 96, 3)
+    with pytest.raises(ShapeError, match="needs 3 step noises"):
+        pipe.sample(torch.zeros(1, 3, 16, 16), SamplingNoise(prior=torch.zeros(1, 3, 16, 16)))
