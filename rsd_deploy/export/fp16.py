@@ -3,9 +3,16 @@
 TensorRT (strongly typed) and ONNX Runtime take precision from the graph, so this graph *is* the FP16
 deployment decision. The cast is done by ``onnxconverter-common``'s maintained converter
 (``convert_float_to_float16``): it inserts the Cast pairs around every blocked node and keeps the
-graph I/O in float32 (``keep_io_types``). ModelOpt AutoCast does the same job; the converter was
-preferred because it is a plain wheel with no CUDA-flavoured dependencies and gives a fully explicit
-block list that the manifest can record.
+graph I/O in float32 (``keep_io_types``). ModelOpt AutoCast was tried (``nvidia-modelopt`` 0.47
+without extras installs light, ~17 MB plus pydantic/omegaconf/rich): on our dynamic-H/W decoder it
+wrote a graph ONNX Runtime rejects ("Shape mismatch attempting to re-use buffer" in an inserted
+Cast), so the converter is used: a plain wheel with an explicit block list the manifest records.
+Two fixes around it: stale ``value_info`` is dropped before converting, and fp32->fp16->fp32 Cast
+round trips it leaves between kept-FP32 nodes are removed (one sat at the VQ quantiser input and
+flipped codes: decoder max error 0.51 -> 0.016).
+
+ONNX Runtime's CPU provider runs most fp16 ops by upcasting, so the CPU check catches fp16 storage
+rounding and overflow but not fp16 accumulation: necessary, not sufficient (DEPLOYMENT.md).
 """
 from __future__ import annotations
 

@@ -198,6 +198,8 @@ class AccuracyReport:
                                "vq_code_flip_fraction": self.code_flips.get(p)}
                            for p in self.psnr_db},
             "notes": ["per-graph errors feed each graph the PyTorch fp32 inputs of that graph (isolated error)",
+                      "ONNX Runtime CPU: fp16 storage rounding is real, fp16 accumulation is not (ORT upcasts); "
+                      "re-check on the GPU with rsd-export --verify",
                       "PSNR: SR images clamped to [-1, 1], on the [0, 1] scale; min over images",
                       "vq_code_flip_fraction: share of latent positions whose codebook entry differs from the "
                       "PyTorch fp32 pipeline; each flip changes a 4x4 SR patch and dominates the PSNR loss"],

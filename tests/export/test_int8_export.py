@@ -106,3 +106,14 @@ def test_nonzero_zero_point_is_detected():
     model = helper.make_model(helper.make_graph(nodes, "g", [x], [y], [scale, zp]),
                               opset_imports=[helper.make_opsetid("", 17)])
     assert nonzero_zero_points(model) == ["q", "dq"]
+
+
+def test_calibration_folder_errors_are_one_line(tmp_path):
+    from rsd_deploy.errors import ConfigError
+    from rsd_deploy.export.calib import lr_crops
+
+    with pytest.raises(ConfigError, match="does not exist"):
+        lr_crops([tmp_path / "missing"], 16, 2)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="has no images"):
+        lr_crops([tmp_path / "empty"], 16, 2)
