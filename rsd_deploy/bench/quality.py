@@ -140,7 +140,7 @@ def optional_metrics_status() -> List[str]:
 
 # ---------------------------------------------------------------- the quality run
 
-def run_quality(config, models, variants, contenders, factory: Callable) -> dict:
+def run_quality(config, models, variants, contenders, factory: Callable, workdir: Path) -> dict:
     """SR every LR image (first ``config.quality_limit``) with every contender on every variant."""
     from rsd_deploy.bench.contenders import parse_backend_variant, schedule_for, unavailable_reason
     from rsd_deploy.bench.runner import denoise_step_for, draw_noises, super_resolve
@@ -165,7 +165,7 @@ def run_quality(config, models, variants, contenders, factory: Callable) -> dict
             outs.append(sr[..., : 4 * h, : 4 * w].float().cpu())
         return outs
 
-    tmp = Path(config.output) / ".quality-tmp"
+    tmp = Path(workdir)
     ref_variant = parse_backend_variant("torch-fp32", config.device)
     rows = []
     for contender in contenders:

@@ -387,14 +387,15 @@ def run_benchmark(config: BenchConfig, models: Optional[ModelSet] = None,
                     bar.update(1)
                 if backend is not None:
                     backend.close()
-    bar.close()
-    results = {"settings": config.to_dict(), "entries": entries,
-               "random_weights": models.random_weights, "arch": models.arch, "model_sources": models.sources,
-               "input_multiple": multiple}
-    if config.quality_lr:
-        from rsd_deploy.bench.quality import run_quality
+        bar.close()
+        results = {"settings": config.to_dict(), "entries": entries,
+                   "random_weights": models.random_weights, "arch": models.arch, "model_sources": models.sources,
+                   "input_multiple": multiple}
+        if config.quality_lr:
+            from rsd_deploy.bench.quality import run_quality
 
-        results["quality"] = run_quality(config, models, variants, contenders, factory)
+            # same work folder: graphs exported for the timing are reused
+            results["quality"] = run_quality(config, models, variants, contenders, factory, Path(tmp))
     return results
 
 

@@ -69,3 +69,30 @@ def test_unknown_recipe_key_is_an_error(tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text("sizez: [16]\n")
     assert _exit_code(["--recipe", str(recipe), "-o", str(tmp_path / "x")]) == 1
+
+
+def test_checkpoints_and_quality_against_hr(tmp_path, shared_dir):
+    fx, data = shared_dir / "fixtures", shared_dir / "data" / "imagenet_val_sr"
+    out = tmp_path / "q"
+    main(["--checkpoint", f"rsd={fx / 'rsd_student_tiny' / 'state_dict.pth'}",
+          "--checkpoint", f"resshift-v3={fx / 'unet_tiny' / 'state_dict.pth'}",
+          "--contender", "rsd", "--contender", "resshift-v3", "--vq", str(fx / "vq_tiny" / "state_dict.pth"),
+          "--size", "16", "--repeats", "1", "--threads", "1", "--no-progress", "-o", str(out),
+          "--backend", "torch-fp32", "--backend", "torch-bf16",
+          "--quality-lr", str(data / "lq"), "--quality-hr", str(data / "gt"), "--quality-limit", "1"])
+    res = json.loads((out / "results.json").read_text())
+    assert res["random_weights"] is False
+    rows = {(r["contender"], r["backend"]): r for r in res["quality"]["rows"]}
+    ref = rows[("rsd", "torch-fp32")]
+    assert ref["vs_reference"]["max_abs"] == 0.0
+    assert 0 < ref["vs_hr"]["psnr_y"] < 60 and 0 < ref["vs_hr"]["ssim_rgb"] <= 1
+    assert rows[("resshift-v3", "torch-bf16")]["vs_reference"]["max_abs"] > 0  # bf16 differs, and says so
+    assert "PSNR-Y" in (out / "results.md").read_text()
+
+
+def test_checkpoint_of_the_wrong_kind_is_refused(tmp_path, capsys, shared_dir):
+    fx = shared_dir / "fixtures"
+    code = _exit_code(["--checkpoint", f"sinsr={fx / 'rsd_student_tiny' / 'state_dict.pth'}", "--contender", "sinsr",
+                       "--vq", str(fx / "vq_tiny" / "state_dict.pth"), "-o", str(tmp_path / "x")])
+    err = capsys.readouterr().err
+    assert code == 3 and "noise channels" in err
