@@ -121,6 +121,15 @@ def _ok(entries: Iterable[dict]) -> List[dict]:
     return [e for e in entries if e.get("status") == "ok"]
 
 
+def _on_cpu(e: dict) -> bool:
+    return not str(e.get("device", "cpu")).startswith("cuda")
+
+
+def _cpu_ms(e: dict) -> Optional[float]:
+    v = (e.get("process_cpu_ms") or {}).get("p50")
+    return float(v) if v else None
+
+
 def speedups(entries: List[dict]) -> List[dict]:
     """RSD vs each baseline on the same backend/size/batch: ratio = baseline p50 / RSD p50 (>1: RSD faster)."""
     ok = _ok(entries)
@@ -134,10 +143,13 @@ def speedups(entries: List[dict]) -> List[dict]:
             b = index.get(key + (other,))
             if other == REFERENCE_CONTENDER or b is None:
                 continue
-            out.append({"backend": e["backend"], "lr_size": e["lr_size"], "batch": e["batch"], "baseline": other,
-                        "rsd_p50_ms": e["latency_ms"]["p50"], "baseline_p50_ms": b["latency_ms"]["p50"],
-                        "speedup": b["latency_ms"]["p50"] / e["latency_ms"]["p50"],
-                        "timing_only_steps": bool(b.get("timing_only_steps"))})
+            row = {"backend": e["backend"], "lr_size": e["lr_size"], "batch": e["batch"], "baseline": other,
+                   "rsd_p50_ms": e["latency_ms"]["p50"], "baseline_p50_ms": b["latency_ms"]["p50"],
+                   "speedup": b["latency_ms"]["p50"] / e["latency_ms"]["p50"],
+                   "timing_only_steps": bool(b.get("timing_only_steps")), "speedup_by_cpu_time": None}
+            if _on_cpu(e) and _cpu_ms(e) and _cpu_ms(b):
+                row["speedup_by_cpu_time"] = _cpu_ms(b) / _cpu_ms(e)
+            out.append(row)
     return out
 
 
@@ -149,9 +161,11 @@ def official_ratios(entries: List[dict]) -> List[dict]:
         if ref is None:
             continue
         ms, source = ref
+        cpu = _cpu_ms(e) if _on_cpu(e) else None
         out.append({"backend": e["backend"], "contender": e["contender"], "lr_size": e["lr_size"],
                     "ours_p50_ms": e["latency_ms"]["p50"], "official_ms": ms,
-                    "speedup_vs_official": ms / e["latency_ms"]["p50"], "source": source})
+                    "speedup_vs_official": ms / e["latency_ms"]["p50"], "ours_cpu_p50_ms": cpu,
+                    "speedup_vs_official_by_cpu_time": ms / cpu if cpu else None, "source": source})
     return out
 
 
@@ -164,7 +178,9 @@ def finalize(results: dict, device: str, notes: Optional[List[str]] = None) -> d
     if device == "cpu":
         base_notes.append("CPU: latency is wall time; 'process CPU' is this process's CPU time over the same run "
                           "(all threads). On a shared machine wall time >> CPU time means we waited for other "
-                          "processes; compare host load above")
+                          "processes (compare the host load above); with 1 thread the CPU-time ratios are the "
+                          "contention-robust figures. With several threads on a busy machine, spinning OpenMP "
+                          "threads inflate both")
     if results.get("random_weights"):
         base_notes.append("random weights: speed figures only; quality vs HR is n/a (random weights)")
     if any(e.get("timing_only_steps") for e in results["entries"]):
@@ -220,13 +236,14 @@ def render_markdown(res: dict) -> str:
     lines += ["## Speed-up of RSD over each baseline (same backend, size, batch; p50 end-to-end)", ""]
     sp = res.get("speedups", [])
     if sp:
-        lines += ["| backend | LR size | batch | baseline | baseline p50 ms | RSD p50 ms | RSD speed-up |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += ["| backend | LR size | batch | baseline | baseline p50 ms | RSD p50 ms | RSD speed-up | "
+                  "by process CPU time |", "|---|---|---|---|---|---|---|---|"]
         for r in sp:
             mark = " (timing-only)" if r["timing_only_steps"] else ""
+            by_cpu = f"{r['speedup_by_cpu_time']:.2f}x" if r.get("speedup_by_cpu_time") else "-"
             lines.append(f"| {r['backend']} | {r['lr_size'][0]}x{r['lr_size'][1]} | {r['batch']} | "
                          f"{CONTENDERS[r['baseline']].label}{mark} | {_fmt(r['baseline_p50_ms'])} | "
-                         f"{_fmt(r['rsd_p50_ms'])} | **{r['speedup']:.2f}x** |")
+                         f"{_fmt(r['rsd_p50_ms'])} | **{r['speedup']:.2f}x** | {by_cpu} |")
     else:
         lines.append("(no RSD/baseline pair was measured)")
     lines.append("")
@@ -234,12 +251,14 @@ def render_markdown(res: dict) -> str:
     lines += ["## Against the official ResShift code", ""]
     orr = res.get("official_ratios", [])
     if orr:
-        lines += ["| backend | contender | LR size | ours p50 ms | official ms | speed-up vs official |",
-                  "|---|---|---|---|---|---|"]
+        lines += ["| backend | contender | LR size | ours p50 ms | official ms | speed-up vs official | "
+                  "ours process CPU ms | speed-up by CPU time |", "|---|---|---|---|---|---|---|---|"]
         for r in orr:
+            by_cpu = r.get("speedup_vs_official_by_cpu_time")
             lines.append(f"| {r['backend']} | {CONTENDERS[r['contender']].label} | "
                          f"{r['lr_size'][0]}x{r['lr_size'][1]} | {_fmt(r['ours_p50_ms'])} | {_fmt(r['official_ms'])} | "
-                         f"**{r['speedup_vs_official']:.2f}x** |")
+                         f"**{r['speedup_vs_official']:.2f}x** | {_fmt(r.get('ours_cpu_p50_ms'))} | "
+                         f"{f'{by_cpu:.2f}x' if by_cpu else '-'} |")
         for src in sorted({r["source"] for r in orr}):
             lines.append(f"- official figures: {src}")
     else:

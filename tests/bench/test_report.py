@@ -20,7 +20,7 @@ def _entry(contender, p50, backend="torch-fp32", size=(64, 64), device="cpu", pr
             "status": status, "reason": None if status == "ok" else "why", "latency_ms": stats,
             "stages_ms": {s: stats for s in ("encode", "denoise", "decode", "host")}, "first_call_ms": 2 * p50,
             "throughput_ips": 1000 / p50, "peak_device_mib": None, "peak_host_rss_mib": 500.0,
-            "timing_only_steps": False}
+            "timing_only_steps": False, "process_cpu_ms": {**stats, "p50": p50 / 2}}
 
 
 def _results(entries):
@@ -35,6 +35,7 @@ def test_speedups_are_baseline_over_rsd_on_the_same_backend_and_size():
                _entry("rsd", 50.0, size=(128, 128)), _entry("resshift-v3", 75.0, size=(128, 128)),
                _entry("sinsr", 1.0, status="skipped")]
     sp = {(r["backend"], tuple(r["lr_size"]), r["baseline"]): r["speedup"] for r in speedups(entries)}
+    assert all(r["speedup_by_cpu_time"] == pytest.approx(r["speedup"]) for r in speedups(entries))
     assert sp == {("torch-fp32", (64, 64), "sinsr"): pytest.approx(1.1),
                   ("torch-fp32", (64, 64), "resshift-v3"): pytest.approx(4.0),
                   ("torch-fp32", (64, 64), "resshift-v1"): pytest.approx(15.0),
