@@ -83,6 +83,7 @@ def load_torch_models(source: ModelSource) -> Tuple[Any, Any, ModelKind, str]:
             raise ConfigError(f"the embedded demo model is {kind.value}; --model {source.model.value} "
                               f"applies only with --checkpoint")
         label = str(info.get("label", "embedded demo model"))
+        # the label says "demo": the user must know this is not the published model
         logger.info("no --checkpoint given: using the embedded demo model (%s, %s)", label, kind.value)
         return unet, vq, kind, label
 
