@@ -182,6 +182,10 @@ def export_models(config: ExportConfig) -> ExportResult:
     unet.eval()
     vq.eval()
     schedule = Schedule.preset("v3" if kind == "resshift-v3" else "v1")
+    if kind.startswith("resshift"):
+        logger.warning("%s is a %d-step teacher: the denoiser graph runs only its last step (t=%d), so "
+                       "`rsd-upscale --onnx` cannot sample with it; export an RSD or SinSR student for deployment",
+                       kind, schedule.T, schedule.T - 1)
     constants = DiffusionConstants.from_schedule(schedule)
     multiple = int(unet.config.input_multiple)
     noise_channels = int(unet.config.noise_channels)
