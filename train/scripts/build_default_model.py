@@ -125,6 +125,37 @@ def stage_vq(work: Path, steps: int, batch: int = 12, crop: int = 32) -> None:
     torch.save(model.state_dict(), work / "vq_continuous.pt")
 
 
+def stage_vq_large(work: Path, steps: int, batch: int = 3, crop: int = 128) -> None:
+    """Continue the autoencoder on 128 px crops: GroupNorm statistics over small 32 px crops do not carry
+    over to whole images (ImageNet 256 px reconstructions lost ~5 dB), larger crops close most of that gap."""
+    import torch.nn.functional as F
+    from rsd_deploy.config import VQConfig
+    from rsd_deploy.models.vq import VQAutoencoder
+
+    torch.manual_seed(21)
+    bank = _load_bank(work)
+    model = VQAutoencoder(VQConfig(**VQ_CONFIG))
+    model.load_state_dict(torch.load(work / "vq_continuous.pt", weights_only=True))
+    opt = torch.optim.Adam(model.parameters(), lr=3e-4)
+    gen = torch.Generator().manual_seed(22)
+    t0 = time.time()
+    for step in range(steps):
+        for group in opt.param_groups:
+            group["lr"] = 3e-4 * (0.1 + 0.9 * (1 - step / steps))
+        x = _vq_batch(bank, gen, batch, crop)
+        z = model.encode(x)
+        rec = model.decode(z + 0.03 * torch.randn_like(z), quantize=False)
+        l1 = (rec - x).abs().mean()
+        loss = l1 + 0.05 * (z - F.avg_pool2d(x, 4)).abs().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % 10 == 0:
+            psnr = -10 * torch.log10(((rec.detach().clamp(-1, 1) - x) / 2).pow(2).mean())
+            log.info("vq-large step %d l1 %.4f psnr %.2f (%.1fs)", step, l1.item(), psnr.item(), time.time() - t0)
+    torch.save(model.state_dict(), work / "vq_large.pt")
+
+
 def _vq(work: Path, name: str):
     from rsd_deploy.config import VQConfig
     from rsd_deploy.models.vq import VQAutoencoder
@@ -148,7 +179,7 @@ def stage_latents(work: Path, count: int) -> None:
     """
     import torch.nn.functional as F
 
-    model = _vq(work, "vq_continuous.pt")
+    model = _vq(work, "vq_large.pt" if (work / "vq_large.pt").exists() else "vq_continuous.pt")
     bank = _load_bank(work)
     gt = _to_float(bank["gt"][:count])
     lq = _to_float(bank["lq"][:count])
@@ -196,7 +227,7 @@ def stage_kmeans(work: Path, n_codes: int, iters: int = 15, sample: int = 400_00
     torch.save(state, work / "vq_kmeans.pt")
 
 
-def stage_vqft(work: Path, steps: int, batch: int = 12, crop: int = 32) -> None:
+def stage_vqft(work: Path, steps: int, batch: int = 3, crop: int = 128) -> None:
     """Fine-tune post_quant_conv + decoder on quantised latents (encoder and codebook frozen)."""
     torch.manual_seed(5)
     model = _vq(work, "vq_kmeans.pt")
@@ -232,7 +263,7 @@ def _latent_batch(data: dict, gen: torch.Generator, batch: int, size: int):
     return z0, zy, lq
 
 
-def stage_teacher(work: Path, steps: int, batch: int = 16, size: int = 16, lr: float = 2e-4) -> None:
+def stage_teacher(work: Path, steps: int, batch: int = 8, size: int = 32, lr: float = 2e-4) -> None:
     """Tiny ResShift v1 teacher: x0-MSE (rsd_deploy.train.losses.resshift_loss), AdamW, EMA 0.999, resumable."""
     from rsd_deploy.config import UNetConfig
     from rsd_deploy.models.schedule import Schedule
@@ -255,7 +286,7 @@ def stage_teacher(work: Path, steps: int, batch: int = 16, size: int = 16, lr: f
     t0, running = time.time(), 0.0
     for step in range(start, steps):
         for group in opt.param_groups:  # warm-up then cosine to 10 %
-            group["lr"] = lr * min(1.0, (step + 1) / 100) * (0.55 + 0.45 * np.cos(np.pi * step / steps))
+            group["lr"] = float(lr * min(1.0, (step + 1) / 100) * (0.55 + 0.45 * np.cos(np.pi * step / steps)))
         z0, zy, lq = _latent_batch(data, gen, batch, size)
         t = torch.randint(0, 15, (batch,), generator=gen)
         eps = torch.randn(z0.shape, generator=gen)
@@ -305,8 +336,16 @@ def stage_package(work: Path, unet_file: str, kind: str) -> None:
     save_safetensors(unet.half(), assets / "demo_unet.safetensors", meta)
     save_safetensors(vq.half(), assets / "demo_vq.safetensors", meta)
     info = json.loads((work / "info.json").read_text()) if (work / "info.json").exists() else {}
-    info.update(kind=kind, schedule="v1", unet="demo_unet.safetensors", vq="demo_vq.safetensors")
+    from rsd_deploy.default_model import LABEL
+
+    info.update(kind=kind, label=LABEL, schedule="v1", unet="demo_unet.safetensors", vq="demo_vq.safetensors",
+                steps=1 if kind == "rsd" else 15, trained_on="crops of ../shared/data/realset65 (Real-ESRGAN-style "
+                "degradation); imagenet_val_sr held out for evaluation",
+                recipe="train/scripts/build_default_model.py" + (" + rsd-train train/configs/demo_rsd.yaml" if kind == "rsd" else ""),
+                results="train/RESULTS.md", weights_dtype="float16 (loaded as float32)")
     (assets / "demo_model.json").write_text(json.dumps(info, indent=1) + "\n")
+    for p in assets.iterdir():
+        p.chmod(0o644)
 
 
 def main() -> None:
@@ -316,8 +355,9 @@ def main() -> None:
     parser.add_argument("--bank-size", type=int, default=4000)
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--vq-steps", type=int, default=1000)
+    parser.add_argument("--vq-large-steps", type=int, default=250)
     parser.add_argument("--latent-count", type=int, default=2000)
-    parser.add_argument("--vqft-steps", type=int, default=300)
+    parser.add_argument("--vqft-steps", type=int, default=150)
     parser.add_argument("--teacher-steps", type=int, default=2500)
     parser.add_argument("--package-unet", default="teacher_ema.pt")
     parser.add_argument("--package-kind", default="resshift-v1")
@@ -331,6 +371,8 @@ def main() -> None:
         stage_bank(args.work, args.bank_size, args.seed)
     if "vq" in stages and not (args.work / "vq_continuous.pt").exists():
         stage_vq(args.work, args.vq_steps)
+    if "vqlarge" in stages and not (args.work / "vq_large.pt").exists():
+        stage_vq_large(args.work, args.vq_large_steps)
     if "latents" in stages and not (args.work / "latents.pt").exists():
         stage_latents(args.work, args.latent_count)
     if "kmeans" in stages and not (args.work / "vq_kmeans.pt").exists():
