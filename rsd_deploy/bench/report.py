@@ -365,7 +365,8 @@ def plot(res: dict, path: Path) -> Optional[Path]:
                 m = [r["speedup"] for r in sp if (r["backend"], f"{r['lr_size'][0]}x{r['lr_size'][1]}") == g
                      and r["baseline"] == b]
                 vals.append(m[0] if m else 0.0)
-            ax2.bar([i + j * width for i in range(len(groups))], vals, width, label=f"vs {CONTENDERS[b].label}")
+            bars = ax2.bar([i + j * width for i in range(len(groups))], vals, width, label=f"vs {CONTENDERS[b].label}")
+            ax2.bar_label(bars, labels=[f"{v:.2f}x" if v else "" for v in vals], fontsize=7)
         ax2.set_xticks([i + width * (len(baselines) - 1) / 2 for i in range(len(groups))])
         ax2.set_xticklabels([f"{g[0]}\nLR {g[1]}" for g in groups], fontsize=7)
         ax2.axhline(1.0, color="k", lw=0.8)
