@@ -62,7 +62,8 @@ class BackendVariant:
     """A runtime + precision + device, e.g. ``torch-fp32`` on cpu or ``ort-int8``.
 
     runtime: ``torch`` (eager, the pipeline's backend), ``torch-fast`` (bench/fast_torch.py:
-    low-precision weights, channels-last, CUDA graphs per shape), ``onnxruntime`` or ``tensorrt``.
+    low-precision weights, channels-last, CUDA graphs per shape), ``torch-compile`` (the same plus
+    torch.compile of each network), ``onnxruntime`` or ``tensorrt``.
     """
 
     key: str
@@ -76,7 +77,8 @@ class BackendVariant:
         return self.key if self.device == "cpu" or self.device in self.key else f"{self.key} ({self.device})"
 
 
-_RUNTIME_OF = {"torch": "torch", "torch-fast": "torch-fast", "ort": "onnxruntime", "trt": "tensorrt"}
+_RUNTIME_OF = {"torch": "torch", "torch-fast": "torch-fast", "torch-compile": "torch-compile", "ort": "onnxruntime",
+               "trt": "tensorrt"}
 
 
 def parse_backend_variant(key: str, device: str) -> BackendVariant:
@@ -92,7 +94,8 @@ def parse_backend_variant(key: str, device: str) -> BackendVariant:
     elif prefix == "ort":
         provider = "CPUExecutionProvider" if device == "cpu" else "CUDAExecutionProvider"
     if prefix not in _RUNTIME_OF or precision not in ("fp32", "fp16", "bf16", "int8"):
-        raise RSDError(f"unknown backend {key!r}; use <torch|torch-fast|ort|ort-cuda|ort-trt|trt>-<fp32|fp16|bf16|int8>")
+        raise RSDError(f"unknown backend {key!r}; use <torch|torch-fast|torch-compile|ort|ort-cuda|ort-trt|trt>-"
+                       f"<fp32|fp16|bf16|int8>")
     runtime = _RUNTIME_OF[prefix]
     if runtime.startswith("torch") and precision == "int8":
         raise RSDError(f"backend {key!r}: PyTorch runs fp32, fp16 or bf16; int8 is ONNX Runtime / TensorRT only")
@@ -105,7 +108,7 @@ def unavailable_reason(variant: BackendVariant) -> Optional[str]:
         return "no CUDA device"
     if variant.runtime == "torch" and variant.precision == "fp16" and variant.device == "cpu":
         return "fp16 only on CUDA (CPU half kernels are slow reference code)"
-    if variant.runtime == "torch-fast" and not variant.device.startswith("cuda"):
+    if variant.runtime in ("torch-fast", "torch-compile") and not variant.device.startswith("cuda"):
         return "the fast path (CUDA graphs) needs CUDA"
     if variant.runtime == "onnxruntime":
         try:

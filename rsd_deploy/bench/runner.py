@@ -161,10 +161,12 @@ def default_backend_factory(variant: BackendVariant, contender: Contender, model
     if variant.runtime == "torch":
         return create_backend("torch", unet=unet, vq=vq, schedule=schedule, device=variant.device,
                               precision=variant.precision)
-    if variant.runtime == "torch-fast":
+    if variant.runtime in ("torch-fast", "torch-compile"):
         from rsd_deploy.bench.fast_torch import FastTorchBackend
 
-        return FastTorchBackend(unet, vq, schedule, device=variant.device, precision=variant.precision)
+        compile_mode = "max-autotune-no-cudagraphs" if variant.runtime == "torch-compile" else None
+        return FastTorchBackend(unet, vq, schedule, device=variant.device, precision=variant.precision,
+                                compile_mode=compile_mode)
     if variant.runtime == "onnxruntime":
         onnx_dir = _onnx_graphs(contender, models, schedule, variant.precision, config, workdir)
         ort_device = {"CPUExecutionProvider": "cpu", "CUDAExecutionProvider": "cuda",

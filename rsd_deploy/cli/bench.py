@@ -95,7 +95,7 @@ def _split_checkpoint(text: str):
               "options given on the command line override it.")
 @click.option("--contender", multiple=True, type=click.Choice(["rsd", "sinsr", "resshift-v3", "resshift-v1"]),
               help="Repeatable; default all four.")
-@click.option("--backend", multiple=True, help="Repeatable: torch-fp32|bf16|fp16, torch-fast-fp16|bf16 (CUDA graphs), "
+@click.option("--backend", multiple=True, help="Repeatable: torch-fp32|bf16|fp16, torch-fast-fp16|bf16 (CUDA graphs), torch-compile-fp16|bf16, "
               "ort-fp32|fp16|int8, ort-cuda-*, ort-trt-*, trt-fp16|int8. Default torch-fp32.")
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N].")
 @click.option("--size", multiple=True, help="LR size N or HxW (repeatable); default 64.")

@@ -200,3 +200,16 @@ def test_onnxruntime_rows_export_once_and_match_torch(tmp_path):
     q = {(r["contender"], r["backend"]): r for r in res["quality"]["rows"]}
     assert q[("sinsr", "ort-fp32")]["vs_reference"]["max_abs"] < 1e-3
     assert q[("resshift-v3", "ort-fp32")]["status"] == "skipped"
+
+
+def test_backend_variant_names():
+    v = parse_backend_variant("torch-compile-bf16", "cuda")
+    assert (v.runtime, v.precision) == ("torch-compile", "bf16")
+    assert parse_backend_variant("ort-int8", "cpu").provider == "CPUExecutionProvider"
+    assert parse_backend_variant("ort-trt-fp16", "cuda").provider == "TensorrtExecutionProvider"
+    from rsd_deploy.bench.contenders import unavailable_reason
+
+    if not torch.cuda.is_available():
+        assert "CUDA" in unavailable_reason(parse_backend_variant("torch-fast-fp16", "cpu"))
+        assert unavailable_reason(parse_backend_variant("torch-fp16", "cpu"))
+    assert unavailable_reason(parse_backend_variant("torch-fp32", "cpu")) is None
