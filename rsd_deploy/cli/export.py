@@ -46,16 +46,19 @@ def parse_shape(text: Optional[str], option: str) -> Optional[Tuple[int, int, in
 EXIT_ACCURACY = 10
 
 
-def _engine_status_line(out_dir: Path) -> str:
+def _engine_status(out_dir: Path, engines: bool) -> Tuple[bool, str]:
+    """(build engines now?, the one line to print when not)."""
     try:
         from rsd_deploy.export.engine_build import rebuild_command, tensorrt_status
     except ImportError:
-        return (f"TensorRT engines were not built: this install has no engine builder; "
-                f"build them later with `rsd-export --build-engine {out_dir}`")
+        return False, (f"TensorRT engines were not built: this install has no engine builder; "
+                       f"build them later with `rsd-export --build-engine {out_dir}`")
+    if not engines:
+        return False, f"TensorRT engines were not built (--no-engines); build them with `{rebuild_command(out_dir)}`"
     ok, reason = tensorrt_status()
     if ok:
-        return f"TensorRT is available ({reason}); build the engines with `{rebuild_command(out_dir)}`"
-    return f"TensorRT engines were not built: {reason}; build them later with `{rebuild_command(out_dir)}`"
+        return True, ""
+    return False, f"TensorRT engines were not built: {reason}; build them later with `{rebuild_command(out_dir)}`"
 
 
 def _build_engines(folder: Path, precisions: Sequence[str], shapes) -> None:
@@ -133,13 +136,15 @@ def _triton(folder: Path, triton_dir: Path) -> None:
 @click.option("--verify", "verify_dir", type=_DIR, help="Compare TensorRT engines in this folder with ONNX Runtime.")
 @click.option("--triton", "triton_dir", type=_DIR, help="Write a Triton model repository for the export (-o or "
               "--build-engine folder) into this folder.")
+@click.option("--engines/--no-engines", default=True, show_default=True,
+              help="After -o export, build TensorRT engines when TensorRT and a CUDA GPU are present.")
 @click.option("--strict-accuracy", is_flag=True, help="Exit 10 when an FP16/INT8 pipeline misses its PSNR threshold.")
 @click.option("-v", "--verbose", count=True, help="More log output.")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors; no progress bar.")
 def cli(out_dir: Optional[Path], checkpoint: Optional[Path], vq: Optional[Path], model: Optional[str], fp16: bool,
         int8: bool, int8_graphs: str, calib_dirs: Tuple[Path, ...], calib_count: int, opset: str,
         min_shape: Optional[str], opt_shape: Optional[str], max_shape: Optional[str], build_dir: Optional[Path],
-        verify_dir: Optional[Path], triton_dir: Optional[Path], strict_accuracy: bool, verbose: int,
+        verify_dir: Optional[Path], triton_dir: Optional[Path], engines: bool, strict_accuracy: bool, verbose: int,
         quiet: bool) -> int:
     """Export the one-step SR model to ONNX (encoder, denoiser, decoder), prove each graph
     against PyTorch on the CPU, and write manifest.json + accuracy.json/md beside the graphs.
@@ -176,7 +181,11 @@ def cli(out_dir: Optional[Path], checkpoint: Optional[Path], vq: Optional[Path],
             if strict_accuracy:
                 exit_code = EXIT_ACCURACY
         if build_dir is None:
-            click.echo(_engine_status_line(out_dir))
+            build_now, line = _engine_status(out_dir, engines)
+            if build_now:  # TensorRT and a GPU are here: ONNX, verification, then engines in one go
+                _build_engines(out_dir, _available_precisions(out_dir), shapes)
+            else:
+                click.echo(line)
     if build_dir is not None:
         _build_engines(build_dir, _available_precisions(build_dir), shapes)
     if verify_dir is not None:

@@ -199,3 +199,30 @@ def test_without_real_images_fp32_export_reports_on_synthetic_images(tiny_rsd, t
         export_models(ExportConfig(out_dir=tmp_path / "int8", unet=tiny_rsd, vq_model=tiny_vq, int8=True,
                                    opt_shape=(1, 16, 16)))
     assert calib.synthetic_crops(16, 2)[0].shape == (1, 3, 16, 16)
+
+
+def test_export_goes_on_to_build_engines_when_tensorrt_is_present(export_dir, tmp_path, monkeypatch, capsys):
+    """`rsd-export --fp16 -o DIR` = ONNX + verification + engines in one go where TensorRT and a GPU exist
+    (engine_build is replaced by recording stand-ins here: this checks the hand-off, not TensorRT)."""
+    import shutil
+    from types import SimpleNamespace
+
+    from rsd_deploy.cli.common import run_command
+    from rsd_deploy.cli.export import cli
+    from rsd_deploy.export import engine_build, exporter
+
+    out = tmp_path / "bundle"
+    shutil.copytree(export_dir, out)
+    result = SimpleNamespace(manifest_path=out / "manifest.json", kind="rsd",
+                             files={"denoiser": {"fp32": "", "fp16": "", "int8": ""}},
+                             accuracy=SimpleNamespace(summary_lines=lambda: []), failed_precisions=lambda: [])
+    calls = []
+    monkeypatch.setattr(exporter, "export_models", lambda config: result)
+    monkeypatch.setattr(engine_build, "tensorrt_status", lambda: (True, "TensorRT 10.13, NVIDIA H100"))
+    monkeypatch.setattr(engine_build, "build_engines",
+                        lambda folder, precisions, options: calls.append((Path(folder), tuple(precisions))) or [])
+    assert run_command(cli, ["-o", str(out), "--fp16", "-q"]) == 0
+    assert calls == [(out, ("fp32", "fp16", "int8"))]
+    capsys.readouterr()
+    assert run_command(cli, ["-o", str(out), "--fp16", "-q", "--no-engines"]) == 0
+    assert len(calls) == 1 and "--no-engines" in capsys.readouterr().out
