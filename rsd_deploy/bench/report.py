@@ -173,7 +173,8 @@ def finalize(results: dict, device: str, notes: Optional[List[str]] = None) -> d
     """Add schema version, environment, ratios and notes to the runner's results."""
     out = {"schema_version": SCHEMA_VERSION, **environment(device), **results}
     out["speedups"] = speedups(results["entries"])
-    out["official_ratios"] = official_ratios(results["entries"])
+    # the official figures are for the full-size architecture: a tiny model is not comparable
+    out["official_ratios"] = official_ratios(results["entries"]) if results.get("arch") != "tiny" else []
     base_notes = list(notes or [])
     if device == "cpu":
         base_notes.append("CPU: latency is wall time; 'process CPU' is this process's CPU time over the same run "
@@ -262,7 +263,8 @@ def render_markdown(res: dict) -> str:
         for src in sorted({r["source"] for r in orr}):
             lines.append(f"- official figures: {src}")
     else:
-        lines.append("(no official figure for these sizes/devices)")
+        lines.append("(no official figure for these sizes/devices"
+                     + ("; the tiny architecture is not comparable with them)" if res.get("arch") == "tiny" else ")"))
     lines.append("")
 
     lines += ["## All measurements (ms; p50 / p90 / p99, spread = (p90 - p10) / p50)", ""]

@@ -106,7 +106,8 @@ def _split_checkpoint(text: str):
               help="Architecture with random weights when no checkpoint is given.")
 @click.option("--checkpoint", multiple=True, help="CONTENDER=PATH, repeatable (e.g. rsd=ema_model_2800.pth).")
 @click.option("--vq", type=click.Path(exists=True, dir_okay=False), help="VQ-f4 autoencoder checkpoint.")
-@click.option("--onnx", type=click.Path(exists=True, file_okay=False), help="Exported graphs (rsd-export) to use.")
+@click.option("--onnx", type=click.Path(file_okay=False), help="Exported graphs (rsd-export folder, or DIR/<contender>/) "
+              "to use; graphs missing there are exported into it.")
 @click.option("--engine", type=click.Path(exists=True, file_okay=False), help="TensorRT engine folder.")
 @click.option("--tile", type=int, help="LR tile size: larger sizes run tiled through the SR pipeline.")
 @click.option("--overlap", default=16, show_default=True, type=int, help="Tile overlap in LR pixels.")

@@ -90,3 +90,11 @@ def test_end_to_end_results_from_a_fake_backend(tmp_path):
     assert out["official_ratios"] == []  # LR 16: no official figure
     write_report(out, tmp_path)
     assert (tmp_path / "results.md").is_file()
+
+
+def test_no_official_ratio_for_the_tiny_architecture():
+    res = _results([_entry("rsd", 100.0), _entry("resshift-v1", 1500.0)])
+    res["arch"] = "tiny"
+    out = finalize(res, "cpu")
+    assert out["official_ratios"] == [] and out["speedups"]
+    assert "tiny architecture is not comparable" in render_markdown(out)
