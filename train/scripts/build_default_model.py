@@ -227,14 +227,18 @@ def stage_kmeans(work: Path, n_codes: int, iters: int = 15, sample: int = 400_00
     torch.save(state, work / "vq_kmeans.pt")
 
 
-def stage_vqft(work: Path, steps: int, batch: int = 3, crop: int = 128) -> None:
-    """Fine-tune post_quant_conv + decoder on quantised latents (encoder and codebook frozen)."""
-    torch.manual_seed(5)
-    model = _vq(work, "vq_kmeans.pt")
+def stage_vqft(work: Path, steps: int, batch: int = 3, crop: int = 128, source: str = "vq_kmeans.pt",
+               target: str = "vq_final.pt", seed: int = 5) -> None:
+    """Fine-tune post_quant_conv + decoder on quantised latents (encoder and codebook frozen).
+
+    Latents do not change, so this can run again after the teacher/student are trained (stage vqft2).
+    """
+    torch.manual_seed(seed)
+    model = _vq(work, source)
     params = list(model.post_quant_conv.parameters()) + list(model.decoder.parameters())
     opt = torch.optim.Adam(params, lr=2e-4)
     bank = _load_bank(work)
-    gen = torch.Generator().manual_seed(7)
+    gen = torch.Generator().manual_seed(seed + 2)
     t0 = time.time()
     for step in range(steps):
         x = _vq_batch(bank, gen, batch, crop)
@@ -248,7 +252,7 @@ def stage_vqft(work: Path, steps: int, batch: int = 3, crop: int = 128) -> None:
         if step % 20 == 0:
             psnr = -10 * torch.log10(((rec.detach().clamp(-1, 1) - x) / 2).pow(2).mean())
             log.info("vqft step %d l1 %.4f psnr %.2f (%.0fs)", step, l1.item(), psnr.item(), time.time() - t0)
-    torch.save(model.state_dict(), work / "vq_final.pt")
+    torch.save(model.state_dict(), work / target)
 
 
 def _latent_batch(data: dict, gen: torch.Generator, batch: int, size: int):
@@ -334,7 +338,7 @@ def stage_package(work: Path, unet_file: str, kind: str) -> None:
     noise_channels = state["input_blocks.0.0.weight"].shape[1] - 6
     unet = UNetSwin(UNetConfig(**UNET_CONFIG, noise_channels=noise_channels))
     unet.load_state_dict(state)
-    vq = _vq(work, "vq_final.pt")
+    vq = _vq(work, "vq_final2.pt" if (work / "vq_final2.pt").exists() else "vq_final.pt")
     meta = {"rsd_deploy.demo": "1", "rsd_deploy.model_kind": kind}
     save_safetensors(unet.half(), assets / "demo_unet.safetensors", meta)
     save_safetensors(vq.half(), assets / "demo_vq.safetensors", meta)
@@ -361,6 +365,7 @@ def main() -> None:
     parser.add_argument("--vq-large-steps", type=int, default=250)
     parser.add_argument("--latent-count", type=int, default=2000)
     parser.add_argument("--vqft-steps", type=int, default=150)
+    parser.add_argument("--vqft2-steps", type=int, default=400)
     parser.add_argument("--teacher-steps", type=int, default=2500)
     parser.add_argument("--package-unet", default="teacher_model.pt")
     parser.add_argument("--package-kind", default="resshift-v1")
@@ -382,6 +387,8 @@ def main() -> None:
         stage_kmeans(args.work, VQ_CONFIG["n_embed"])
     if "vqft" in stages and not (args.work / "vq_final.pt").exists():
         stage_vqft(args.work, args.vqft_steps)
+    if "vqft2" in stages and not (args.work / "vq_final2.pt").exists():
+        stage_vqft(args.work, args.vqft2_steps, source="vq_final.pt", target="vq_final2.pt", seed=31)
     if "teacher" in stages and not (args.work / "teacher_model.pt").exists():
         stage_teacher(args.work, args.teacher_steps)
     if "package" in stages:
