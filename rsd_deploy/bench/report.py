@@ -355,7 +355,10 @@ def plot(res: dict, path: Path) -> Optional[Path]:
     ax1.set_yscale("log")
     ax1.set_title("Latency vs size")
     ax1.grid(True, which="both", alpha=0.3)
-    ax1.legend(fontsize=7)
+    if series:
+        ax1.legend(fontsize=7)
+    else:
+        ax1.text(0.5, 0.5, "nothing measured", ha="center", va="center", transform=ax1.transAxes)
     sp = res.get("speedups", [])
     if sp:
         groups = sorted({(r["backend"], f"{r['lr_size'][0]}x{r['lr_size'][1]}") for r in sp})

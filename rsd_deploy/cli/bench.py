@@ -128,6 +128,15 @@ def cli(ctx: click.Context, **params) -> None:
     cfg = build_config(ctx, params)
     paths = benchmark_and_report(cfg, progress=not params["no_progress"])
     click.echo("wrote " + ", ".join(str(p) for p in paths.values()))
+    import json
+
+    entries = json.loads(paths["json"].read_text())["entries"]
+    if entries and not any(e["status"] == "ok" for e in entries):
+        from rsd_deploy.errors import BackendUnavailableError
+
+        first = next(e for e in entries if e["status"] != "ok")
+        raise BackendUnavailableError(f"nothing could be measured ({first['backend']}: {first['reason']}); "
+                                      f"pick available backends, see {paths['md']}")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

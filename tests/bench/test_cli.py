@@ -96,3 +96,13 @@ def test_checkpoint_of_the_wrong_kind_is_refused(tmp_path, capsys, shared_dir):
                        "--vq", str(fx / "vq_tiny" / "state_dict.pth"), "-o", str(tmp_path / "x")])
     err = capsys.readouterr().err
     assert code == 3 and "noise channels" in err
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the no-CUDA path")
+def test_nothing_measurable_writes_the_report_and_fails(tmp_path, capsys):
+    out = tmp_path / "o"
+    code = _exit_code(["--device", "cuda", "--arch", "tiny", "--size", "16", "--backend", "torch-fast-fp16",
+                       "--contender", "rsd", "-o", str(out), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 7 and err.startswith("error: nothing could be measured") and "no CUDA device" in err
+    assert "skipped: no CUDA device" in (out / "results.md").read_text()
