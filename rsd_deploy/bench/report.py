@@ -147,8 +147,9 @@ def speedups(entries: List[dict]) -> List[dict]:
                    "rsd_p50_ms": e["latency_ms"]["p50"], "baseline_p50_ms": b["latency_ms"]["p50"],
                    "speedup": b["latency_ms"]["p50"] / e["latency_ms"]["p50"],
                    "timing_only_steps": bool(b.get("timing_only_steps")), "speedup_by_cpu_time": None}
-            if _on_cpu(e) and _cpu_ms(e) and _cpu_ms(b):
-                row["speedup_by_cpu_time"] = _cpu_ms(b) / _cpu_ms(e)
+            cpu_rsd, cpu_base = _cpu_ms(e), _cpu_ms(b)
+            if _on_cpu(e) and cpu_rsd and cpu_base:
+                row["speedup_by_cpu_time"] = cpu_base / cpu_rsd
             out.append(row)
     return out
 

@@ -8,8 +8,6 @@ quantise + decode -> clamp. The three networks are reached only through the ``Ba
 from __future__ import annotations
 
 import logging
-import math
-import os
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -410,13 +408,6 @@ def parse_size(text: str) -> Size:
         return int(text), int(text)
     except ValueError:
         raise RSDError(f"bad size {text!r}; use N or HxW in LR pixels, e.g. 64 or 96x128") from None
-
-
-def cpu_load() -> Optional[List[float]]:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return None
 
 
 __all__ = ["BenchConfig", "run_benchmark", "super_resolve", "draw_noises", "measure_entry", "parse_size",
