@@ -58,6 +58,28 @@ def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
     logger.propagate = False
 
 
+def reuse_freed_memory() -> bool:
+    """Make glibc keep large freed blocks for reuse instead of returning them to the OS.
+
+    Torch frees and re-allocates every tile's activations; with glibc's defaults blocks above the
+    (dynamic, <= 32 MB) mmap threshold go back to the kernel and are page-faulted in again on the
+    next tile. On a CPU rsd-upscale run that was ~40 % of the CPU time spent in the kernel
+    (1.8 M page faults for nine 64-px tiles; 0.27 M with this). Returns False off glibc.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if sys.platform != "linux" or not name:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        return bool(libc.mallopt(m_mmap_threshold, 1 << 30)) and bool(libc.mallopt(m_trim_threshold, (1 << 31) - 1))
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        return False
+
+
 def print_error(message: str) -> None:
     """The one-line error form every command uses: ``error: <message>`` on stderr."""
     click.echo(f"error: {message}", err=True)

@@ -10,7 +10,7 @@ from typing import Optional, Sequence, Tuple
 
 import click
 
-from rsd_deploy.cli.common import print_error, run_command, setup_logging
+from rsd_deploy.cli.common import print_error, reuse_freed_memory, run_command, setup_logging
 from rsd_deploy.pipeline.batch import UpscaleConfig, upscale_files
 from rsd_deploy.pipeline.loading import ModelSource
 from rsd_deploy.pipeline.sr_pipeline import ModelKind, TileConfig
@@ -55,6 +55,7 @@ def cli(inputs: Tuple[Path, ...], output_dir: Path, checkpoint: Optional[Path], 
     """
     setup_logging(verbose, quiet)
     _silence_opencv()
+    reuse_freed_memory()
     config = UpscaleConfig(
         inputs=tuple(inputs),
         output_dir=output_dir,

@@ -221,3 +221,14 @@ def test_onnx_backend_gives_the_torch_result(tmp_path, capsys):
     a = cv2.imread(str(tmp_path / "ort" / "x_x4.png")).astype(int)
     b = cv2.imread(str(tmp_path / "torch" / "x_x4.png")).astype(int)
     assert a.shape == (200, 280, 3) and np.abs(a - b).max() <= 2  # measured: max 1 LSB
+
+
+def test_reuse_freed_memory_reports_whether_it_applied():
+    import sys
+
+    from rsd_deploy.cli.common import reuse_freed_memory
+
+    applied = reuse_freed_memory()
+    assert isinstance(applied, bool)
+    if sys.platform != "linux":
+        assert applied is False
