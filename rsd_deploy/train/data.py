@@ -63,8 +63,10 @@ def _pad_to(img: np.ndarray, size: int) -> np.ndarray:
     if h >= size and w >= size:
         return img
     # reflect needs pad < side; fall back to edge replication for tiny images
-    mode = "reflect" if max(size - h, 0) < h and max(size - w, 0) < w else "edge"
-    return np.pad(img, ((0, max(size - h, 0)), (0, max(size - w, 0)), (0, 0)), mode=mode)
+    pads = ((0, max(size - h, 0)), (0, max(size - w, 0)), (0, 0))
+    if pads[0][1] < h and pads[1][1] < w:
+        return np.pad(img, pads, mode="reflect")
+    return np.pad(img, pads, mode="edge")
 
 
 class _SeededDataset(Dataset):

@@ -164,6 +164,8 @@ def _jpeg(img: np.ndarray, rng: np.random.Generator, quality_range: Tuple[float,
     if not ok:  # pragma: no cover - encoder failure is not expected for valid arrays
         return img
     dec = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    if dec is None:  # pragma: no cover - decoding our own JPEG is not expected to fail
+        return img
     return cv2.cvtColor(dec, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0
 
 

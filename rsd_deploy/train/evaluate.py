@@ -53,7 +53,7 @@ def super_resolve(net: nn.Module, vq: nn.Module, schedule: Schedule, lq: torch.T
     from rsd_deploy.models.sampler import sample_onestep, sample_resshift
 
     h, w = lq.shape[-2:]
-    m = net.config.input_multiple  # type: ignore[union-attr]
+    m = int(getattr(net, "config").input_multiple)
     padded = F.pad(lq, (0, (-w) % m, 0, (-h) % m), mode="replicate")
     up = F.interpolate(padded, scale_factor=scale, mode="bicubic", align_corners=False)
     z_y = vq.encode(up)  # type: ignore[operator]

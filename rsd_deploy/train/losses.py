@@ -7,7 +7,7 @@ Every network call scales its input by 1 / in_std[t], as the ResShift sampler do
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +20,10 @@ Net = Callable[..., torch.Tensor]
 
 class ScheduleTensors:
     """The schedule's float64 arrays as float32 tensors on one device, indexable by a (B,) step tensor."""
+
+    eta: torch.Tensor
+    sqrt_eta: torch.Tensor
+    in_std: torch.Tensor
 
     def __init__(self, schedule: Schedule, device: torch.device) -> None:
         self.schedule = schedule
@@ -97,7 +101,8 @@ class FakeModel(nn.Module):
     def __init__(self, unet: nn.Module, disc_channels: int = 64) -> None:
         super().__init__()
         self.unet = unet
-        bottleneck = unet.config.model_channels * unet.config.channel_mult[-1]  # type: ignore[union-attr]
+        config = getattr(unet, "config")
+        bottleneck = int(config.model_channels * config.channel_mult[-1])
         self.head = DiscriminatorHead(bottleneck, disc_channels)
         self._features: Optional[torch.Tensor] = None
         unet.middle_block.register_forward_hook(self._keep)  # type: ignore[union-attr]
@@ -241,16 +246,24 @@ def sinsr_losses(student: Net, teacher: Net, s: ScheduleTensors, z_y: torch.Tens
     scale_last = s.in_std[-1]
     z_T = prior(s, z_y, eps)
     z0_teacher = deterministic_sample(teacher, s, z_T, z_y, lq)
-    inputs, steps, roles = [], [], []
+    inputs: List[torch.Tensor] = []
+    steps: List[torch.Tensor] = []
+    roles: List[Tuple[str, torch.Tensor]] = []
     if weights.get("distill", 0):
-        inputs.append(z_T), steps.append(last), roles.append(("distill", z0_teacher))
+        inputs.append(z_T)
+        steps.append(last)
+        roles.append(("distill", z0_teacher))
     if weights.get("inverse", 0):
-        inputs.append(z0_teacher), steps.append(zero), roles.append(("inverse", z_T))
+        inputs.append(z0_teacher)
+        steps.append(zero)
+        roles.append(("inverse", z_T))
     if weights.get("gt", 0) and z_gt is not None:
         with torch.no_grad():
             bare = getattr(student, "module", student)  # no DDP bookkeeping for this no-grad call
             z_T_gt = bare(z_gt / scale_last, zero, lq)
-        inputs.append(z_T_gt), steps.append(last), roles.append(("gt", z_gt))
+        inputs.append(z_T_gt)
+        steps.append(last)
+        roles.append(("gt", z_gt))
     terms: Dict[str, torch.Tensor] = {}
     total = torch.zeros((), device=z_y.device)
     if not roles:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +20,7 @@ from rsd_deploy.errors import CheckpointError
 
 logger = logging.getLogger(__name__)
 
-_VGG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512]
+_VGG16: List[Union[int, str]] = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512]
 _TAPS = (3, 8, 15, 22, 29)  # indices (in torchvision's features) of relu1_2, relu2_2, relu3_3, relu4_3, relu5_3
 _CHANNELS = (64, 128, 256, 512, 512)
 
@@ -28,16 +28,19 @@ _CHANNELS = (64, 128, 256, 512, 512)
 class LPIPS(nn.Module):
     """``forward(a, b)``: (B, 3, H, W) images in [-1, 1] -> (B,) perceptual distances (lower = closer)."""
 
+    shift: torch.Tensor
+    scale: torch.Tensor
+
     def __init__(self) -> None:
         super().__init__()
         layers: List[nn.Module] = []
         cin = 3
         for item in _VGG16:
-            if item == "M":
-                layers.append(nn.MaxPool2d(2, 2))
+            if isinstance(item, int):
+                layers += [nn.Conv2d(cin, item, 3, padding=1), nn.ReLU(inplace=False)]
+                cin = item
             else:
-                layers += [nn.Conv2d(cin, int(item), 3, padding=1), nn.ReLU(inplace=False)]
-                cin = int(item)
+                layers.append(nn.MaxPool2d(2, 2))
         self.features = nn.Sequential(*layers[:_TAPS[-1] + 1])
         self.lins = nn.ModuleList(nn.Conv2d(c, 1, 1, bias=False) for c in _CHANNELS)
         self.register_buffer("shift", torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1))

@@ -27,7 +27,7 @@ def make_student(teacher: nn.Module, noise_channels: int = 1) -> nn.Module:
     """
     from rsd_deploy.models.unet import UNetSwin
 
-    config = dataclasses.replace(teacher.config, noise_channels=noise_channels)  # type: ignore[arg-type]
+    config = dataclasses.replace(getattr(teacher, "config"), noise_channels=noise_channels)
     student = UNetSwin(config)
     state = {k: v.clone() for k, v in teacher.state_dict().items()}
     key = "input_blocks.0.0.weight"
@@ -93,6 +93,7 @@ class RSDMethod(Method):
         for opt in (opt_f, opt_s):
             trainer.set_lr(opt, iteration)
         bare_student = unwrap(self.student)
+        fake_net: FakeModel = self.fake  # type: ignore[assignment]  # DDP-wrapped FakeModel: same call signature
         # 1. K fake updates: student frozen (eval), fake trained on the student's samples
         bare_student.eval()
         self.fake.train()
@@ -106,7 +107,7 @@ class RSDMethod(Method):
                 t = trainer.randint(r.t_min, s.T - 1, B)
                 eps_fake, eps_real = trainer.randn(tuple(x0.shape)), trainer.randn(tuple(x0.shape))
                 with trainer.accumulate(self.fake, micro), trainer.autocast():
-                    terms = fake_losses(self.fake, s, x0, batch.z0, batch.z_y, batch.lq, t, eps_fake, eps_real,
+                    terms = fake_losses(fake_net, s, x0, batch.z0, batch.z_y, batch.lq, t, eps_fake, eps_real,
                                         r.gan_weight)
                     (terms.total / acc).backward()
                 for k, v in terms.terms.items():
@@ -114,7 +115,7 @@ class RSDMethod(Method):
             trainer.clip(self.fake)
             opt_f.step()
         # 2. one student update against the frozen teacher and fake
-        bare_fake = unwrap(self.fake).eval().requires_grad_(False)
+        bare_fake: FakeModel = unwrap(self.fake).eval().requires_grad_(False)  # type: ignore[assignment]
         self.student.train()
         opt_s.zero_grad(set_to_none=True)
         try:

@@ -37,6 +37,23 @@ def bicubic_scores(lq_dir: str, gt_dir: str, limit: int | None) -> dict:
     return {"psnr": sum(p) / n, "ssim": sum(s) / n, "seconds_per_image": 0.0, "images": n}
 
 
+def interleaved_timing(vq, schedule, runs, lq_dir: str, gt_dir: str, n: int) -> dict:  # noqa: ANN001
+    import statistics
+
+    from rsd_deploy.train.data import PairedDataset
+    from rsd_deploy.train.evaluate import super_resolve
+
+    ds = PairedDataset(lq_dir, gt_dir, lq_size=None, hflip=False)
+    times: dict = {name: [] for name, _, _ in runs}
+    for i in range(min(n, len(ds))):
+        lq = ds[i]["lq"][None]
+        for name, net, one in runs:
+            start = time.perf_counter()
+            super_resolve(net, vq, schedule, lq, one, torch.Generator().manual_seed(i))
+            times[name].append((time.perf_counter() - start) * 1000)
+    return {k: round(statistics.median(v), 1) for k, v in times.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--vq", required=True)
@@ -47,6 +64,9 @@ def main() -> None:
     parser.add_argument("--limit", type=int)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--timing", type=int, default=0,
+                        help="also time the rows interleaved image by image on N images (median ms), so that "
+                             "load changes on a shared machine hit every row alike")
     parser.add_argument("--rows", default="bicubic,teacher_1_step,teacher_15_steps,student_1_step",
                         help="comma-separated subset of rows to compute")
     args = parser.parse_args()
@@ -71,6 +91,9 @@ def main() -> None:
               f"{rows[name]['seconds_per_image'] * 1000:.0f} ms/image  ({time.time() - t0:.0f}s)", flush=True)
     if "bicubic" in rows:
         print(f"{'bicubic':18s} PSNR {rows['bicubic']['psnr']:.2f}  SSIM {rows['bicubic']['ssim']:.4f}")
+    if args.timing:
+        rows["interleaved_timing_ms"] = interleaved_timing(vq, schedule, runs, args.lq, args.gt, args.timing)
+        print("interleaved median ms/image:", rows["interleaved_timing_ms"])
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
 
