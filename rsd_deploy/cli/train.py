@@ -41,7 +41,7 @@ def cli(config_path: str, resume: Optional[str], dry_run: bool, verbose: int, qu
         return 0
     out = train(cfg, resume)
     if out is not None:
-        click.echo(f"exported {out}")
+        click.echo(str(out))  # the deployable checkpoint, for scripts (the log already says "exported ...")
     return 0
 
 

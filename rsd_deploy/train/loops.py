@@ -299,7 +299,7 @@ class Trainer:
 
         metrics = evaluate_pairs(self.method.deployable(), self.vq, self.schedule, v.lq_dir, v.gt_dir,
                                  one_step=self.method.one_step, max_images=v.max_images, seed=v.seed,
-                                 device=self.device)
+                                 device=self.device, lpips=getattr(self.method, "lpips", None))
         logs = {f"val/{k}": float(metrics[k]) for k in ("psnr", "ssim", "lpips") if metrics.get(k) is not None}
         logger.info("validation at %d: %s", self.iteration, ", ".join(f"{k} {val:.4f}" for k, val in logs.items()))
         return logs

@@ -66,7 +66,7 @@ def test_cli_trains_and_exports_a_loadable_student(capsys, tmp_path, hr_dir):
               "log.sample_every=1", "log.tensorboard=false", "-q"])
     assert info.value.code == 0
     out = tmp_path / "run" / "rsd_ema.safetensors"
-    assert f"exported {out}" in capsys.readouterr().out
+    assert str(out) in capsys.readouterr().out
     from rsd_deploy import load_checkpoint
 
     student = load_checkpoint(out)
