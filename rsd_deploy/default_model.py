@@ -49,5 +49,5 @@ def load_default_models() -> Tuple[Any, Any, Dict[str, Any]]:
                                   "--checkpoint and --vq")
     unet, vq = load_checkpoint(unet_path), load_checkpoint(vq_path)
     info = dict(info, unet_path=str(unet_path), vq_path=str(vq_path))
-    logger.info("using the embedded %s", info["label"])
+    logger.debug("using the embedded %s", info["label"])
     return unet, vq, info
