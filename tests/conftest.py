@@ -45,9 +45,10 @@ def shared_dir() -> Path:
     return SHARED
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def one_thread():
-    """Parity against goldens: the fixtures were made with 1 intra-op thread (reduction order)."""
+    """Every test runs torch on one intra-op thread: goldens were made that way (reduction order),
+    bit-exact resume checks need a fixed order, and CI's two cores are not oversubscribed."""
     old = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -25,13 +25,6 @@ def export_dir() -> Path:
     return out
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 def _lr_image() -> np.ndarray:
     """A real 40 x 24 LR crop (not a multiple of 16: exercises padding and two tiles)."""

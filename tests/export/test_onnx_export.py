@@ -28,13 +28,6 @@ def export_dir() -> Path:
     return out
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 @pytest.fixture(scope="module")
 def modules(tiny_rsd, tiny_vq):

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any, Callable, Dict
 
 import pytest
-import torch
 
 from tests.conftest import DATA, FIXTURES
 
@@ -53,11 +52,3 @@ def make_config(hr_dir: Path, tmp_path: Path) -> Callable[..., Any]:
 
     return make
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Bit-exact comparisons (resume) need a fixed reduction order; also spares the shared CPU."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
