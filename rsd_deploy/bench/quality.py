@@ -22,10 +22,10 @@ import torch
 import torch.nn.functional as F
 
 from rsd_deploy.errors import ImageIOError, RSDError
+from rsd_deploy.pipeline.image_io import SUPPORTED_EXTENSIONS, image_files
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 METRIC_NOTE = ("PSNR/SSIM on 8-bit images without border crop, Y = BT.601 luma (16..235, BasicSR/pyiqa "
                "test_y_channel) and RGB; SSIM: Gaussian window sigma 1.5 (scikit-image)")
 
@@ -36,9 +36,9 @@ def list_images(folder: Path) -> List[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise ImageIOError(f"{folder}: not a folder of images; pass a folder with PNG/JPEG files")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = image_files(folder)
     if not files:
-        raise ImageIOError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) found")
+        raise ImageIOError(f"{folder}: no images ({', '.join(SUPPORTED_EXTENSIONS)}) found")
     return files
 
 

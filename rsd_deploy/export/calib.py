@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 
 from rsd_deploy.errors import ConfigError, ImageIOError
+from rsd_deploy.pipeline.image_io import SUPPORTED_EXTENSIONS, image_files
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 
 def shared_data_dir() -> Optional[Path]:
@@ -43,9 +43,9 @@ def default_calibration_dirs() -> List[Path]:
 def list_images(folder: Path) -> List[Path]:
     if not folder.is_dir():
         raise ConfigError(f"calibration folder {folder} does not exist; pass --calib DIR with LR images")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = image_files(folder)
     if not files:
-        raise ConfigError(f"calibration folder {folder} has no images ({', '.join(IMAGE_SUFFIXES)})")
+        raise ConfigError(f"calibration folder {folder} has no images ({', '.join(SUPPORTED_EXTENSIONS)})")
     return files
 
 

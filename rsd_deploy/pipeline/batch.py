@@ -16,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from rsd_deploy.errors import ImageIOError, RSDError
-from rsd_deploy.pipeline.image_io import SUPPORTED_EXTENSIONS, read_image, write_image_atomic
+from rsd_deploy.pipeline.image_io import SUPPORTED_EXTENSIONS, image_files, read_image, write_image_atomic
 from rsd_deploy.pipeline.loading import ModelSource, resolve_backend
 from rsd_deploy.pipeline.sr_pipeline import SRPipeline, TileConfig
 
@@ -70,8 +70,7 @@ def collect_inputs(paths: Sequence[Path]) -> Tuple[List[Path], List[FileFailure]
     for p in paths:
         p = Path(p)
         if p.is_dir():
-            found = sorted(c for c in p.iterdir() if c.is_file() and not c.name.startswith(".")
-                           and c.suffix.lower() in SUPPORTED_EXTENSIONS)
+            found = image_files(p)
             if not found:
                 failures.append(_failure(p, ImageIOError(
                     f"{p}: no images in this folder ({', '.join(SUPPORTED_EXTENSIONS)})")))

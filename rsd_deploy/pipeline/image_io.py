@@ -14,7 +14,7 @@ import struct
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -255,3 +255,11 @@ def write_image_atomic(path: Path | str, pixels: np.ndarray) -> None:
                 os.unlink(tmp_name)
             except OSError:
                 pass
+
+
+def image_files(folder: os.PathLike) -> List[Path]:
+    """The image files directly in ``folder`` (by extension, hidden files skipped, not recursive), sorted.
+
+    Callers decide what an empty or missing folder means for them (their own one-line error)."""
+    return sorted(c for c in Path(folder).iterdir()
+                  if c.is_file() and not c.name.startswith(".") and c.suffix.lower() in SUPPORTED_EXTENSIONS)

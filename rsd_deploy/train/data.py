@@ -18,11 +18,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from rsd_deploy.errors import RSDError
+from rsd_deploy.pipeline.image_io import image_files
 from rsd_deploy.train.degradation import DegradationConfig, degrade
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 
 
 def list_images(folders: Sequence[str | Path]) -> List[Path]:
@@ -32,7 +32,7 @@ def list_images(folders: Sequence[str | Path]) -> List[Path]:
         path = Path(folder)
         if not path.is_dir():
             raise RSDError(f"data folder {path} does not exist; fix data.hr_dirs / data.lq_dir / data.gt_dir")
-        files.extend(sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
+        files.extend(image_files(path))
     if not files:
         raise RSDError(f"no images (png/jpg/bmp/webp/tif) in {', '.join(map(str, folders))}; point the config at image folders")
     return files
