@@ -68,7 +68,12 @@ def create_backend(name: str, **options) -> Backend:
 
         module = {"torch": "torch_backend", "onnxruntime": "ort_backend", "tensorrt": "trt_backend"}.get(name)
         if module is not None:
-            importlib.import_module(f"rsd_deploy.backends.{module}")
+            try:
+                importlib.import_module(f"rsd_deploy.backends.{module}")
+            except ModuleNotFoundError as e:
+                extra = {"onnxruntime": "onnx", "tensorrt": "trt"}.get(name, "dev")
+                raise BackendUnavailableError(f"the {name} backend needs the missing package {e.name!r}; "
+                                              f"install it with pip install rsd-deploy[{extra}]") from None
     if name not in _REGISTRY:
         raise BackendUnavailableError(f"unknown backend {name!r}; choose one of torch, onnxruntime, tensorrt")
     return _REGISTRY[name](**options)

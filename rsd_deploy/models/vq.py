@@ -169,7 +169,9 @@ class VectorQuantizer(nn.Module):
         b, d, h, w = z.shape
         flat = z.permute(0, 2, 3, 1).reshape(-1, d).float()
         codes = self.embedding.weight.float()
-        dist = (flat.pow(2).sum(1, keepdim=True) + codes.pow(2).sum(1)) - 2.0 * (flat @ codes.t())
+        # autocast would run the matmul in fp16/bf16 and flip near-tie argmins: keep it fp32
+        with torch.autocast(device_type=z.device.type, enabled=False):
+            dist = (flat.pow(2).sum(1, keepdim=True) + codes.pow(2).sum(1)) - 2.0 * (flat @ codes.t())
         indices = dist.argmin(dim=1)
         z_q = codes[indices].reshape(b, h, w, d).permute(0, 3, 1, 2)
         # upstream returns the straight-through form z + (z_q - z); its rounding differs from z_q by ~1 ulp,

@@ -115,3 +115,10 @@ def test_sampler_generator_is_reproducible_and_order_checked(tiny_unet, tiny_rsd
     assert torch.equal(x0, sample_onestep(tiny_rsd, schedule, z_y, lq, noises=noises))
     with pytest.raises(ValueError, match="one step"):
         sample_resshift(tiny_rsd, schedule, z_y, lq, generator=gen)
+
+
+def test_quantiser_distances_stay_fp32_under_autocast(tiny_vq):
+    g = golden("vq_tiny")
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        _, indices = tiny_vq.quantize(g["dec_z"])
+    assert torch.equal(indices, g["dec_indices"])
