@@ -10,14 +10,6 @@ from rsd_deploy.errors import BackendUnavailableError, ConfigError, ShapeError
 from rsd_deploy.models import Schedule
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module")
 def v1():
     return Schedule.preset("v1")
