@@ -12,12 +12,12 @@ import logging
 import os
 import platform
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Tuple
 
 import torch
 
+from rsd_deploy.fileio import atomic_output, atomic_write_bytes
 from rsd_deploy.bench.contenders import CONTENDERS, REFERENCE_CONTENDER
 
 logger = logging.getLogger(__name__)
@@ -194,19 +194,6 @@ def finalize(results: dict, device: str, notes: Optional[List[str]] = None) -> d
 
 # ---------------------------------------------------------------- writers
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _fmt(x: Optional[float], nd: int = 1) -> str:
     if x is None:
         return "-"
@@ -381,16 +368,11 @@ def plot(res: dict, path: Path) -> Optional[Path]:
     ax2.set_title("Speed-up of RSD")
     fig.suptitle(f"rsd-bench on {res['device'].get('gpu') or res['device'].get('cpu')}", fontsize=9)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".results.", suffix=".png", dir=str(path.parent))
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
+        with atomic_output(path) as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 
@@ -398,8 +380,8 @@ def write_report(res: dict, out_dir: Path) -> Dict[str, Path]:
     """Write results.json, results.md and results.png into ``out_dir`` (each atomically)."""
     out_dir = Path(out_dir)
     paths = {"json": out_dir / "results.json", "md": out_dir / "results.md"}
-    _atomic_write(paths["json"], (json.dumps(res, indent=2, default=str) + "\n").encode())
-    _atomic_write(paths["md"], render_markdown(res).encode())
+    atomic_write_bytes(paths["json"], (json.dumps(res, indent=2, default=str) + "\n").encode())
+    atomic_write_bytes(paths["md"], render_markdown(res).encode())
     png = plot(res, out_dir / "results.png")
     if png is not None:
         paths["png"] = png

@@ -1,26 +1,17 @@
 """Reading and writing checkpoint files. The only place in the package that touches weight files."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Dict, Mapping, Optional, Tuple
 
 import torch
 
 from rsd_deploy.errors import CheckpointError
+from rsd_deploy.fileio import atomic_output, sha256_file  # noqa: F401 (sha256_file re-exported)
 
 SUFFIXES = (".pth", ".pt", ".ckpt", ".bin", ".safetensors")
-
-
-def sha256_file(path: os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def read_checkpoint_file(path: os.PathLike) -> Tuple[object, Dict[str, str]]:
@@ -53,18 +44,10 @@ def write_safetensors(tensors: Mapping[str, torch.Tensor], path: os.PathLike,
     """Write tensors atomically (temp file in the same folder, then rename)."""
     from safetensors.torch import save_file
 
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    os.close(fd)
-    try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp,
+    with atomic_output(path) as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp),
                   metadata={k: str(v) for k, v in (metadata or {}).items()})
-        os.replace(tmp, p)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return p
+    return Path(path)
 
 
 def metadata_json(metadata: Mapping[str, str], key: str) -> Optional[dict]:

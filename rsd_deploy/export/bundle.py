@@ -12,7 +12,6 @@ Every failure raises :class:`rsd_deploy.errors.ManifestError` with a one-line me
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 from rsd_deploy.errors import ManifestError
+from rsd_deploy.fileio import sha256_file
 from rsd_deploy.export.specs import ExportSpec, ShapeProfile, TensorSpec, decoder_spec, denoiser_spec, encoder_spec
 
 logger = logging.getLogger(__name__)
@@ -157,14 +157,6 @@ def iter_files(manifest: Dict[str, Any]) -> Iterator[Tuple[str, str, Optional[st
     for name, by_precision in (manifest.get("engines") or {}).items():
         for precision, engine in by_precision.items():
             yield f"engines.{name}.{precision}", engine["file"], engine["sha256"]
-
-
-def sha256_file(path: PathLike, chunk_bytes: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(chunk_bytes), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _check_files(manifest: Dict[str, Any], root: Path, verify_sha256: bool) -> None:

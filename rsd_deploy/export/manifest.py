@@ -8,27 +8,17 @@ The JSON schema lives in ``rsd_deploy/export/schema/manifest.schema.json``.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional
 
 from rsd_deploy.errors import ManifestError
+from rsd_deploy.fileio import atomic_write_text, sha256_file
 
 SCHEMA_VERSION = "1.0"
 MANIFEST_NAME = "manifest.json"
 ACCURACY_JSON = "accuracy.json"
 ACCURACY_MD = "accuracy.md"
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def utc_now() -> str:
@@ -95,39 +85,11 @@ def build_manifest(*, kind: str, demo: bool, noise_channels: int, unet_checkpoin
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
-    """Write JSON to ``path`` via a temp file in the same folder and os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=False)
-            f.write("\n")
-        _public(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _public(path: str) -> None:
-    """mkstemp creates 0600 files; give them the permissions a plain open() would (umask applied)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        _public(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_text(path, text)
 
 
 def read_manifest(export_dir: Path) -> dict:

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -34,6 +32,7 @@ from rsd_deploy.errors import (
     RSDError,
     ShapeError,
 )
+from rsd_deploy.fileio import atomic_write_bytes  # noqa: F401 (engine_build uses trt.atomic_write_bytes)
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import tensorrt
@@ -203,19 +202,6 @@ def _builder_flag(name: str) -> "tensorrt.BuilderFlag":
             f"this TensorRT ({trt.__version__}) has no BuilderFlag.{name}; drop the option that needs it"
         )
     return flag
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def build_serialized_engine(

@@ -8,14 +8,13 @@ dicts, so it loads back with ``weights_only=True``:
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
 import torch
 
 from rsd_deploy.errors import CheckpointError
+from rsd_deploy.fileio import atomic_output
 
 logger = logging.getLogger(__name__)
 
@@ -24,17 +23,9 @@ FORMAT = "rsd-deploy-train-v1"
 
 def atomic_torch_save(obj: Any, path: Path) -> Path:
     """``torch.save`` to a temp file in the same folder, then ``os.replace`` (never a half-written file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_output(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return Path(path)
 
 
 def save_training_state(path: Path, state: Mapping[str, Any], keep: int = 0) -> Path:
