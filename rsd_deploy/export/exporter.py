@@ -24,7 +24,7 @@ from rsd_deploy.errors import ConfigError, ExportError, ShapeError
 from rsd_deploy.export import manifest as mf
 from rsd_deploy.export.onnx_export import (DEFAULT_OPSET, DiffusionConstants, ExportedGraph, build_specs, export_graph,
                                            graph_modules, save_onnx)
-from rsd_deploy.export.specs import SUBMODELS, ExportSpec, ShapeProfile, default_profile
+from rsd_deploy.export.specs import SUBMODELS, ShapeProfile, default_profile
 from rsd_deploy.export.validate import ParityResult
 
 logger = logging.getLogger(__name__)

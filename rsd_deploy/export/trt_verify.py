@@ -16,12 +16,11 @@ export issue's bounds against PyTorch fp32). Per-graph mean |error|: 1e-3 / 1e-2
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 import torch

@@ -11,7 +11,7 @@ All functions work on float32 HWC RGB numpy arrays in [0, 1] and take an explici
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Tuple
 
 import cv2

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Dict, List, Optional, Union
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from rsd_deploy.errors import CheckpointError

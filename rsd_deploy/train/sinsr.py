@@ -4,7 +4,6 @@ from __future__ import annotations
 import copy
 from typing import TYPE_CHECKING, Dict, List
 
-import torch
 from torch import nn
 
 from rsd_deploy.errors import RSDError

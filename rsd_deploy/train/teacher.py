@@ -4,7 +4,6 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any, Dict, List
 
-import torch
 from torch import nn
 
 from rsd_deploy.config import UNetConfig
