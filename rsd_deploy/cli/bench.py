@@ -13,6 +13,7 @@ from typing import Optional, Sequence
 
 import click
 
+from rsd_deploy.cli.common import run_command
 from rsd_deploy.errors import RSDError
 
 _FIELDS_FROM_OPTIONS = {
@@ -140,17 +141,10 @@ def cli(ctx: click.Context, **params) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    try:
-        cli.main(args=list(argv) if argv is not None else None, prog_name="rsd-bench", standalone_mode=False)
-    except RSDError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(e.exit_code)
-    except click.exceptions.Abort:
-        click.echo("error: aborted", err=True)
-        sys.exit(130)
-    except click.ClickException as e:
-        e.show()
-        sys.exit(e.exit_code)
+    """Console entry point: one-line errors and exit codes via the shared CLI runner (exits only on failure)."""
+    code = run_command(cli, argv)
+    if code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover
