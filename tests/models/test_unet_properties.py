@@ -41,7 +41,12 @@ def test_bad_sizes_and_noise_are_refused(tiny_unet, tiny_rsd):
 
 @pytest.mark.slow
 def test_traces_with_symbolic_sizes():
-    """torch.export with dynamic H and W: no data-dependent Python and no host-built masks in forward."""
+    """torch.export with dynamic H and W: no data-dependent Python and no host-built masks in forward.
+
+    Known limit of this path: torch.export specialises the window-row count above the masked bottom row
+    (nh - 1) away from 1, so its programs refuse sizes with exactly two window rows at a shifted level
+    (e.g. latent 16 here). The TorchScript ONNX export that rsd-export uses has no such guard and is
+    tested at 16x16 and 16x48 (tests/export/test_onnx_export.py)."""
     model = UNetSwin(UNetConfig.tiny()).eval()
     x = torch.randn(1, 3, 32, 32)
     h = torch.export.Dim("h", min=1, max=8)
@@ -49,7 +54,7 @@ def test_traces_with_symbolic_sizes():
     dyn = {"x": {2: 16 * h, 3: 16 * w}, "t": None, "lq": {2: 16 * h, 3: 16 * w}, "noise": None}
     with torch.no_grad():
         ep = torch.export.export(model, (x, torch.tensor([3]), x, None), dynamic_shapes=dyn)
-        other = torch.randn(1, 3, 16, 48)
+        other = torch.randn(1, 3, 48, 64)  # another size, non-square (level-0 window rows 6 and 8)
         out = ep.module()(other, torch.tensor([3]), other, None)
         ref = model(other, torch.tensor([3]), other)
     assert torch.allclose(out, ref, atol=1e-5)
