@@ -16,8 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rsd_deploy.errors import ConfigError, ImageIOError
-from rsd_deploy.pipeline.image_io import SUPPORTED_EXTENSIONS, image_files
+from rsd_deploy.errors import ConfigError
+from rsd_deploy.pipeline.image_io import SUPPORTED_EXTENSIONS, image_files, read_rgb_float
 
 logger = logging.getLogger(__name__)
 
@@ -51,18 +51,7 @@ def list_images(folder: Path) -> List[Path]:
 
 def read_rgb(path: Path) -> np.ndarray:
     """(H, W, 3) float32 RGB in [-1, 1] (grey -> 3 channels, alpha dropped)."""
-    import cv2
-
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise ImageIOError(f"cannot read image {path}; check the file or remove it from the folder")
-    scale = 65535.0 if img.dtype == np.uint16 else 255.0
-    if img.ndim == 2:
-        img = np.stack([img] * 3, axis=-1)
-    elif img.shape[2] == 4:
-        img = img[:, :, :3]
-    rgb = img[:, :, ::-1].astype(np.float32) / scale
-    return rgb * 2.0 - 1.0
+    return read_rgb_float(path) * 2.0 - 1.0
 
 
 def lr_crops(folders: Sequence[Path], size: int, count: int, seed: int = 0) -> List[np.ndarray]:

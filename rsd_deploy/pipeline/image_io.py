@@ -257,6 +257,22 @@ def write_image_atomic(path: Path | str, pixels: np.ndarray) -> None:
                 pass
 
 
+def read_rgb_float(path: Path | str) -> np.ndarray:
+    """(H, W, 3) float32 RGB in [0, 1] for training and calibration data: 8- or 16-bit, grey stacked to
+    three channels, alpha dropped (no EXIF handling: datasets are stored upright)."""
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise ImageIOError(f"cannot read image {path}; remove or replace the file")
+    peak = 65535.0 if img.dtype == np.uint16 else 255.0
+    if img.ndim == 2:
+        img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
+    elif img.shape[2] == 4:
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
+    else:
+        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return img.astype(np.float32) / peak
+
+
 def image_files(folder: os.PathLike) -> List[Path]:
     """The image files directly in ``folder`` (by extension, hidden files skipped, not recursive), sorted.
 

@@ -12,13 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from rsd_deploy.errors import RSDError
-from rsd_deploy.pipeline.image_io import image_files
+from rsd_deploy.pipeline.image_io import image_files, read_rgb_float
 from rsd_deploy.train.degradation import DegradationConfig, degrade
 
 logger = logging.getLogger(__name__)
@@ -38,19 +37,7 @@ def list_images(folders: Sequence[str | Path]) -> List[Path]:
     return files
 
 
-def read_rgb(path: Path) -> np.ndarray:
-    """Read an image as float32 RGB in [0, 1], (H, W, 3); 16-bit and grey images are handled."""
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise RSDError(f"cannot read image {path}; remove or replace the file")
-    peak = 65535.0 if img.dtype == np.uint16 else 255.0
-    if img.ndim == 2:
-        img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
-    elif img.shape[2] == 4:
-        img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
-    else:
-        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-    return img.astype(np.float32) / peak
+read_rgb = read_rgb_float  # (H, W, 3) float32 RGB in [0, 1]
 
 
 def to_tensor(img: np.ndarray) -> torch.Tensor:
