@@ -59,13 +59,10 @@ def official_for(device: str, precision: str, latent: int) -> dict:
 
 
 def make_backend(unet, vq, schedule, args):
-    if args.fast:
-        from rsd_deploy.bench.fast_torch import FastTorchBackend
+    from rsd_deploy.backends.base import create_backend
 
-        return FastTorchBackend(unet, vq, schedule, device=args.device, precision=args.precision)
-    from rsd_deploy.backends.torch_backend import TorchBackend
-
-    return TorchBackend(unet, vq, schedule, device=args.device, precision=args.precision)
+    return create_backend("torch-fast" if args.fast else "torch", unet=unet, vq=vq, schedule=schedule,
+                          device=args.device, precision=args.precision)
 
 
 def run(args) -> dict:
@@ -166,7 +163,7 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
-    p.add_argument("--fast", action="store_true", help="rsd_deploy.bench.fast_torch (CUDA graphs, low-precision weights)")
+    p.add_argument("--fast", action="store_true", help="rsd_deploy.backends.fast_torch_backend (CUDA graphs, low-precision weights)")
     p.add_argument("--latent", type=int, action="append", help="latent (= LR) size, repeatable; default 64")
     p.add_argument("--pipelines", nargs="*", default=["one-step", "resshift-v3", "resshift-v1"])
     p.add_argument("--warmup", type=int, default=1)

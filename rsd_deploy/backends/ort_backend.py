@@ -9,6 +9,7 @@ backend, so a seed gives the same image here as with the torch backend.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
 
@@ -47,26 +48,41 @@ def providers_for(device: str) -> List[Union[str, tuple]]:
     return [(p, {"device_id": device_id}) for p in wanted] + ["CPUExecutionProvider"]
 
 
-@register_backend("onnxruntime")
-class OrtBackend(Backend):
-    """encode / denoise / decode through ONNX Runtime sessions of one precision.
+@dataclass
+class OrtOptions:
+    """How to run the graphs of an ``rsd-export`` folder through ONNX Runtime.
 
-    ``export_dir`` (alias ``model_dir``): an ``rsd-export`` output folder. ``precision``: fp32,
-    fp16 or int8 (the folder must hold that variant of all three graphs). ``device``: cpu, cuda[:N]
-    or tensorrt[:N]. ``intra_op_threads``: ORT CPU threads (None: ORT's default).
+    export_dir: the export folder (``model_dir`` is an alias, as the pipeline loader passes it).
+    precision: fp32 (default), fp16 or int8 (the folder must hold that variant of all three
+    graphs). device: cpu (default), cuda[:N] or tensorrt[:N]. intra_op_threads: ORT CPU threads
+    (None: ORT's default). verify_files: check every graph's sha256 against the manifest (default
+    True). providers: an explicit ORT provider list instead of the one ``device`` implies.
     """
 
-    name = "onnxruntime"
+    export_dir: Optional[Union[str, Path]] = None
+    precision: str = "fp32"
+    device: str = "cpu"
+    intra_op_threads: Optional[int] = None
+    model_dir: Optional[Union[str, Path]] = None
+    verify_files: bool = True
+    providers: Optional[Sequence] = None
 
-    def __init__(self, export_dir: Optional[Union[str, Path]] = None, precision: str = "fp32", device: str = "cpu",
-                 intra_op_threads: Optional[int] = None, model_dir: Optional[Union[str, Path]] = None,
-                 verify_files: bool = True, providers: Optional[Sequence] = None):
+
+@register_backend("onnxruntime")
+class OrtBackend(Backend):
+    """encode / denoise / decode through ONNX Runtime sessions of one precision (see OrtOptions)."""
+
+    name = "onnxruntime"
+    Options = OrtOptions
+
+    def __init__(self, options: OrtOptions):
         import onnxruntime as ort
 
         from rsd_deploy.export.manifest import read_manifest
         from rsd_deploy.export.manifest import verify_files as check_files
 
-        folder = export_dir if export_dir is not None else model_dir
+        folder = options.export_dir if options.export_dir is not None else options.model_dir
+        precision, providers = options.precision, options.providers
         if folder is None:
             raise ConfigError("the onnxruntime backend needs the export folder (rsd-upscale --onnx DIR)")
         if precision not in PRECISIONS:
@@ -80,17 +96,17 @@ class OrtBackend(Backend):
             flag = {"fp16": " --fp16", "int8": " --int8"}.get(precision, "")
             raise ConfigError(f"{self.export_dir} has no {precision} graph for {', '.join(missing)}; "
                               f"re-export with `rsd-export{flag} -o {self.export_dir}` or pick another --precision")
-        if verify_files:
+        if options.verify_files:
             check_files(self.export_dir, self.manifest, precision)
-        self.providers = list(providers) if providers is not None else providers_for(device)
-        options = ort.SessionOptions()
-        if intra_op_threads:
-            options.intra_op_num_threads = int(intra_op_threads)
-        options.log_severity_level = 3  # ORT's optimizer warnings are not actionable for users
+        self.providers = list(providers) if providers is not None else providers_for(options.device)
+        session_options = ort.SessionOptions()
+        if options.intra_op_threads:
+            session_options.intra_op_num_threads = int(options.intra_op_threads)
+        session_options.log_severity_level = 3  # ORT's optimizer warnings are not actionable for users
         self.sessions: Dict[str, "ort.InferenceSession"] = {}
         for g in ("encoder", "denoiser", "decoder"):
             path = self.export_dir / graphs[g]["variants"][precision]["file"]
-            self.sessions[g] = ort.InferenceSession(str(path), sess_options=options, providers=self.providers)
+            self.sessions[g] = ort.InferenceSession(str(path), sess_options=session_options, providers=self.providers)
         diffusion = self.manifest["diffusion"]
         self.steps = int(diffusion["steps"])
         self.timestep = int(diffusion["timestep"])
@@ -103,7 +119,7 @@ class OrtBackend(Backend):
 
     def _model_info(self):
         from rsd_deploy.models import Schedule
-        from rsd_deploy.pipeline.sr_pipeline import ModelInfo, ModelKind
+        from rsd_deploy.types import ModelInfo, ModelKind
 
         kind = ModelKind(self.manifest["model"]["kind"])
         schedule = Schedule.preset(kind.schedule_preset)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import TYPE_CHECKING, ContextManager, Optional
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ContextManager, Optional, Union
 
 import torch
 
@@ -23,7 +24,7 @@ logger = logging.getLogger(__name__)
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-def resolve_device(device: str | torch.device) -> torch.device:
+def resolve_device(device: Union[str, torch.device]) -> torch.device:
     """'cpu', 'cuda' or 'cuda:N' -> torch.device; BackendUnavailableError if CUDA is absent."""
     try:
         dev = torch.device(device)
@@ -37,6 +38,22 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return dev
 
 
+@dataclass
+class TorchOptions:
+    """How to run the PyTorch models.
+
+    unet: the UNetSwin (teacher, SinSR or RSD student); vq: the VQAutoencoder; schedule: its
+    diffusion schedule (input scaling per step). device: cpu (default), cuda or cuda:N.
+    precision: fp32 (default), bf16 (CPU and CUDA) or fp16 (CUDA only), through autocast.
+    """
+
+    unet: "UNetSwin"
+    vq: "VQAutoencoder"
+    schedule: "Schedule"
+    device: Union[str, torch.device] = "cpu"
+    precision: str = "fp32"
+
+
 @register_backend("torch")
 class TorchBackend(Backend):
     """Runs ``unet`` (UNetSwin) and ``vq`` (VQAutoencoder) with the schedule's input scaling.
@@ -46,21 +63,22 @@ class TorchBackend(Backend):
     """
 
     name = "torch"
+    Options = TorchOptions
 
-    def __init__(self, unet: "UNetSwin", vq: "VQAutoencoder", schedule: "Schedule", device: str | torch.device = "cpu",
-                 precision: str = "fp32"):
+    def __init__(self, options: TorchOptions):
+        precision = options.precision
         if precision not in PRECISIONS:
             raise ConfigError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-        self._device = resolve_device(device)
+        self._device = resolve_device(options.device)
         if precision == "fp16" and self._device.type != "cuda":
             raise ConfigError("fp16 needs a CUDA device; on the CPU use --precision bf16 or fp32")
         if precision == "bf16" and self._device.type == "cuda" and not torch.cuda.is_bf16_supported():
             raise BackendUnavailableError("this GPU does not support bf16; use --precision fp16 or fp32")
         self.precision = precision
-        self.schedule = schedule
-        self.unet = unet.to(self._device).eval()
-        self.vq = vq.to(self._device).eval()
-        self.noise_channels = int(getattr(getattr(unet, "config", None), "noise_channels", 0))
+        self.schedule = options.schedule
+        self.unet = options.unet.to(self._device).eval()
+        self.vq = options.vq.to(self._device).eval()
+        self.noise_channels = int(getattr(getattr(options.unet, "config", None), "noise_channels", 0))
 
     @property
     def device(self) -> torch.device:

@@ -14,6 +14,7 @@ itself; ``denoise`` receives z_T from the pipeline, so it feeds z_y := z_T and p
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
@@ -56,23 +57,34 @@ def _select_engine(manifest: Mapping[str, Any], submodel: str, precision: str, f
     )
 
 
-@register_backend("tensorrt")
-class TensorRTBackend(Backend):
-    """encode / denoise / decode through TensorRT engines; tensors in and out are float32 NCHW.
+@dataclass
+class TensorRTOptions:
+    """How to run the engines of an ``rsd-export`` folder.
 
-    Args:
-        engine_dir: the ``rsd-export`` folder with manifest.json and the engines (``model_dir`` is
-            accepted as an alias, as the pipeline loader passes it).
-        precision: fp32 | fp16 | int8; a submodel without that engine uses the next higher one.
-        device: cuda or cuda:N.
-        cuda_graphs: capture a CUDA graph per input shape after its first plain run.
+    engine_dir: the folder with manifest.json and the engines (``model_dir`` is an alias, as the
+    pipeline loader passes it). precision: fp16 (default), fp32 or int8; a submodel without that
+    engine uses the next higher one. device: cuda (default) or cuda:N. cuda_graphs: capture a CUDA
+    graph per input shape after its first plain run (default False).
     """
 
-    name = "tensorrt"
+    engine_dir: Optional[PathLike] = None
+    precision: str = "fp16"
+    device: Union[str, torch.device] = "cuda"
+    cuda_graphs: bool = False
+    model_dir: Optional[PathLike] = None
 
-    def __init__(self, engine_dir: Optional[PathLike] = None, *, precision: str = "fp16",
-                 device: Union[str, torch.device] = "cuda", cuda_graphs: bool = False,
-                 model_dir: Optional[PathLike] = None) -> None:
+
+@register_backend("tensorrt")
+class TensorRTBackend(Backend):
+    """encode / denoise / decode through TensorRT engines; tensors in and out are float32 NCHW
+    (see TensorRTOptions)."""
+
+    name = "tensorrt"
+    Options = TensorRTOptions
+
+    def __init__(self, options: TensorRTOptions) -> None:
+        engine_dir, model_dir, precision = options.engine_dir, options.model_dir, options.precision
+        device, cuda_graphs = options.device, options.cuda_graphs
         from rsd_deploy.export.bundle import Bundle
 
         folder = engine_dir if engine_dir is not None else model_dir
@@ -121,7 +133,7 @@ class TensorRTBackend(Backend):
 
     def _model_info(self) -> Any:
         from rsd_deploy.models import Schedule
-        from rsd_deploy.pipeline.sr_pipeline import ModelInfo, ModelKind
+        from rsd_deploy.types import ModelInfo, ModelKind
 
         model = self.manifest["model"]
         try:

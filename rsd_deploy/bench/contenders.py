@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from rsd_deploy.errors import BackendUnavailableError, CheckpointError, RSDError
+from rsd_deploy.types import ModelKind
 
 logger = logging.getLogger(__name__)
 
@@ -35,17 +36,13 @@ class Contender:
         return self.nfe == 1
 
 
+#: one contender per model kind (rsd_deploy.types.ModelKind is the one list)
 CONTENDERS: Dict[str, Contender] = {
-    c.key: c
-    for c in (
-        Contender("rsd", "RSD", "v1", 1, noise_channels=1),
-        Contender("sinsr", "SinSR", "v1", 1),
-        Contender("resshift-v3", "ResShift v3", "v3", 4),
-        Contender("resshift-v1", "ResShift v1", "v1", 15),
-    )
+    k.value: Contender(k.value, k.label, k.schedule_preset, k.nfe, noise_channels=k.noise_channels)
+    for k in ModelKind
 }
 #: RSD is what the report compares everything else against
-REFERENCE_CONTENDER = "rsd"
+REFERENCE_CONTENDER = ModelKind.RSD.value
 
 
 def parse_contenders(keys: Iterable[str]) -> List[Contender]:
@@ -61,7 +58,7 @@ def parse_contenders(keys: Iterable[str]) -> List[Contender]:
 class BackendVariant:
     """A runtime + precision + device, e.g. ``torch-fp32`` on cpu or ``ort-int8``.
 
-    runtime: ``torch`` (eager, the pipeline's backend), ``torch-fast`` (bench/fast_torch.py:
+    runtime: ``torch`` (eager, the pipeline's backend), ``torch-fast`` (backends/fast_torch_backend.py:
     low-precision weights, channels-last, CUDA graphs per shape), ``torch-compile`` (the same plus
     torch.compile of each network), ``onnxruntime`` or ``tensorrt``.
     """

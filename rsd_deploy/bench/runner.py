@@ -24,6 +24,7 @@ from rsd_deploy.bench.contenders import (
 )
 from rsd_deploy.bench.timer import DeviceTimer, NullRecorder, measure
 from rsd_deploy.errors import RSDError, ShapeError
+from rsd_deploy.types import ModelInfo, ModelKind, TileConfig
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ Size = Tuple[int, int]  # LR (height, width)
 class BenchConfig:
     """Everything a benchmark run depends on; stored verbatim in results.json."""
 
-    contenders: Tuple[str, ...] = ("rsd", "sinsr", "resshift-v3", "resshift-v1")
+    contenders: Tuple[str, ...] = tuple(ModelKind.choices())
     backends: Tuple[str, ...] = ("torch-fp32",)
     device: str = "cpu"
     sizes: Tuple[Size, ...] = ((64, 64),)  # LR sizes; SR is 4x
@@ -160,11 +161,9 @@ def default_backend_factory(variant: BackendVariant, contender: Contender, model
         return create_backend("torch", unet=unet, vq=vq, schedule=schedule, device=variant.device,
                               precision=variant.precision)
     if variant.runtime in ("torch-fast", "torch-compile"):
-        from rsd_deploy.bench.fast_torch import FastTorchBackend
-
         compile_mode = "max-autotune-no-cudagraphs" if variant.runtime == "torch-compile" else None
-        return FastTorchBackend(unet, vq, schedule, device=variant.device, precision=variant.precision,
-                                compile_mode=compile_mode)
+        return create_backend("torch-fast", unet=unet, vq=vq, schedule=schedule, device=variant.device,
+                              precision=variant.precision, compile_mode=compile_mode)
     if variant.runtime == "onnxruntime":
         onnx_dir = _onnx_graphs(contender, models, schedule, variant.precision, config, workdir)
         ort_device = {"CPUExecutionProvider": "cpu", "CUDAExecutionProvider": "cuda",
@@ -300,7 +299,7 @@ def measure_tiled_entry(backend: Backend, contender: Contender, schedule, size: 
     tiles per backend call. Throughput counts whole images."""
     import numpy as np
 
-    from rsd_deploy.pipeline.sr_pipeline import ModelInfo, ModelKind, SRPipeline, TileConfig
+    from rsd_deploy.pipeline.sr_pipeline import SRPipeline
 
     timer = timer or DeviceTimer(backend.device)
     proxy = StagedBackend(backend)

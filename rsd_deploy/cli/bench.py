@@ -15,6 +15,7 @@ import click
 
 from rsd_deploy.cli.common import reuse_freed_memory, run_command
 from rsd_deploy.errors import RSDError
+from rsd_deploy.types import ModelKind
 
 _FIELDS_FROM_OPTIONS = {
     "contender": "contenders", "backend": "backends", "device": "device", "size": "sizes", "batch": "batch",
@@ -94,7 +95,7 @@ def _split_checkpoint(text: str):
               help="Folder for results.json, results.md, results.png.")
 @click.option("--recipe", type=click.Path(exists=True, dir_okay=False), help="YAML recipe (benchmarks/recipes/); "
               "options given on the command line override it.")
-@click.option("--contender", multiple=True, type=click.Choice(["rsd", "sinsr", "resshift-v3", "resshift-v1"]),
+@click.option("--contender", multiple=True, type=click.Choice(ModelKind.choices()),
               help="Repeatable; default all four.")
 @click.option("--backend", multiple=True, help="Repeatable: torch-fp32|bf16|fp16, torch-fast-fp16|bf16 (CUDA graphs), torch-compile-fp16|bf16, "
               "ort-fp32|fp16|int8, ort-cuda-*, ort-trt-*, trt-fp16|int8. Default torch-fp32.")

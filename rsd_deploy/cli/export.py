@@ -13,6 +13,7 @@ import click
 
 from rsd_deploy.cli.common import run_command, setup_logging
 from rsd_deploy.errors import ConfigError
+from rsd_deploy.types import ModelKind
 
 _PATH = click.Path(path_type=Path)
 _DIR = click.Path(path_type=Path, file_okay=False)
@@ -114,7 +115,7 @@ def _triton(folder: Path, triton_dir: Path) -> None:
 @click.option("-o", "--output", "out_dir", type=_DIR, help="Export folder for the graphs, manifest.json and accuracy report.")
 @click.option("--checkpoint", type=_PATH, help="UNet / SinSR / RSD student weights. Default: the embedded demo model.")
 @click.option("--vq", type=_PATH, help="VQ-f4 autoencoder weights; needed with --checkpoint.")
-@click.option("--model", type=click.Choice(["rsd", "sinsr", "resshift-v1", "resshift-v3"]), default=None,
+@click.option("--model", type=click.Choice(ModelKind.choices()), default=None,
               help="Model kind when the weights cannot tell (RSD is detected). ResShift teachers export their last "
                    "step only.")
 @click.option("--fp16", is_flag=True, help="Also write FP16 graphs (norms, softmax, VQ lookup kept FP32).")

@@ -13,7 +13,7 @@ import click
 from rsd_deploy.cli.common import print_error, reuse_freed_memory, run_command, setup_logging
 from rsd_deploy.pipeline.batch import UpscaleConfig, upscale_files
 from rsd_deploy.pipeline.loading import ModelSource
-from rsd_deploy.pipeline.sr_pipeline import ModelKind, TileConfig
+from rsd_deploy.types import ModelKind, TileConfig
 
 _PATH = click.Path(path_type=Path)
 _DIR = click.Path(path_type=Path, file_okay=False)
@@ -26,7 +26,7 @@ _DIR = click.Path(path_type=Path, file_okay=False)
 @click.option("--checkpoint", type=_PATH, help="UNet / SinSR / RSD student weights (.pth, .ckpt, .safetensors). "
               "Default: the embedded demo model.")
 @click.option("--vq", type=_PATH, help="VQ-f4 autoencoder weights (autoencoder_vq_f4.pth); needed with --checkpoint.")
-@click.option("--model", type=click.Choice([k.value for k in ModelKind]), default=None,
+@click.option("--model", type=click.Choice(ModelKind.choices()), default=None,
               help="Sampler for --checkpoint: rsd (detected from the weights), sinsr, resshift-v1 (15 steps), "
                    "resshift-v3 (4 steps).")
 @click.option("--onnx", "onnx_dir", type=_DIR, help="Run exported ONNX graphs from this folder (ONNX Runtime).")

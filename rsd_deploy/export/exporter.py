@@ -26,12 +26,12 @@ from rsd_deploy.export.onnx_export import (DEFAULT_OPSET, DiffusionConstants, Ex
                                            graph_modules, save_onnx)
 from rsd_deploy.export.specs import SUBMODELS, ShapeProfile, default_profile
 from rsd_deploy.export.validate import ParityResult
+from rsd_deploy.types import ModelKind
 
 logger = logging.getLogger(__name__)
 
 Shape3 = Tuple[int, int, int]
 PRECISIONS = ("fp32", "fp16", "int8")
-MODEL_KINDS = ("rsd", "sinsr", "resshift-v1", "resshift-v3")
 
 
 @dataclass
@@ -67,8 +67,8 @@ class ExportConfig:
     progress: bool = False
 
     def validate(self) -> None:
-        if self.model is not None and self.model not in MODEL_KINDS:
-            raise ConfigError(f"unknown --model {self.model!r}; choose one of {', '.join(MODEL_KINDS)}")
+        if self.model is not None and self.model not in ModelKind.choices():
+            raise ConfigError(f"unknown --model {self.model!r}; choose one of {', '.join(ModelKind.choices())}")
         if (self.checkpoint is None) != (self.vq is None) and self.unet is None:
             raise ConfigError("--checkpoint and --vq go together: pass both (UNet/student and VQ-f4) or neither")
         if (self.unet is None) != (self.vq_model is None):
@@ -108,7 +108,6 @@ def _resolve_models(config: ExportConfig) -> Tuple[Any, Any, str, bool]:
             raise ConfigError("pass model= (sinsr, resshift-v1 or resshift-v3) for a UNet without noise channels")
         return unet, config.vq_model, kind, bool(config.demo)
     from rsd_deploy.pipeline.loading import ModelSource, load_torch_models
-    from rsd_deploy.pipeline.sr_pipeline import ModelKind
 
     source = ModelSource(checkpoint=config.checkpoint, vq=config.vq,
                          model=ModelKind(config.model) if config.model else None)
@@ -181,7 +180,7 @@ def export_models(config: ExportConfig) -> ExportResult:
     unet, vq, kind, demo = _resolve_models(config)
     unet.eval()
     vq.eval()
-    schedule = Schedule.preset("v3" if kind == "resshift-v3" else "v1")
+    schedule = Schedule.preset(ModelKind(kind).schedule_preset)
     if kind.startswith("resshift"):
         logger.warning("%s is a %d-step teacher: the denoiser graph runs only its last step (t=%d), so "
                        "`rsd-upscale --onnx` cannot sample with it; export an RSD or SinSR student for deployment",

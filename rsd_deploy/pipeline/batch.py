@@ -18,7 +18,8 @@ from tqdm import tqdm
 from rsd_deploy.errors import ImageIOError, RSDError
 from rsd_deploy.pipeline.image_io import SUPPORTED_EXTENSIONS, image_files, read_image, write_image_atomic
 from rsd_deploy.pipeline.loading import ModelSource, resolve_backend
-from rsd_deploy.pipeline.sr_pipeline import SRPipeline, TileConfig
+from rsd_deploy.pipeline.sr_pipeline import SRPipeline
+from rsd_deploy.types import TileConfig
 
 logger = logging.getLogger(__name__)
 

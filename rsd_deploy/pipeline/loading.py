@@ -11,7 +11,7 @@ from typing import Any, Optional, Tuple
 
 from rsd_deploy.backends.base import Backend, create_backend
 from rsd_deploy.errors import BackendUnavailableError, CheckpointError, ConfigError
-from rsd_deploy.pipeline.sr_pipeline import ModelInfo, ModelKind
+from rsd_deploy.types import ModelInfo, ModelKind
 
 logger = logging.getLogger(__name__)
 

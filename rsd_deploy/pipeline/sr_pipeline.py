@@ -6,10 +6,8 @@ ONNX Runtime and TensorRT, and every backend consumes the same noise.
 """
 from __future__ import annotations
 
-import enum
 import logging
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator, List, Optional, Sequence
+from typing import Iterator, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -21,67 +19,11 @@ from rsd_deploy.errors import ConfigError, ShapeError
 from rsd_deploy.pipeline.image_io import LRImage, SRCanvas, pad_to_multiple, to_model_range
 from rsd_deploy.pipeline.noise import NOISE_CELL, SamplingNoise, draw_tiles_noise
 from rsd_deploy.pipeline.tiling import FeatherBlender, RowSink, Tile, TilePlan
-
-if TYPE_CHECKING:  # pragma: no cover
-    from rsd_deploy.models import Schedule
+from rsd_deploy.types import ModelInfo, TileConfig
 
 logger = logging.getLogger(__name__)
 
 SCALE = 4  # VQ-f4 latent: LR px == latent px, SR = 4 x LR
-
-
-class ModelKind(str, enum.Enum):
-    """Which sampler a checkpoint needs. ``str`` values are the CLI choices."""
-
-    RSD = "rsd"
-    SINSR = "sinsr"
-    RESSHIFT_V1 = "resshift-v1"
-    RESSHIFT_V3 = "resshift-v3"
-
-    @property
-    def schedule_preset(self) -> str:
-        """'v3' (T=4) for ResShift v3; 'v1' (T=15) for v1 and its students SinSR and RSD."""
-        return "v3" if self is ModelKind.RESSHIFT_V3 else "v1"
-
-    @property
-    def multistep(self) -> bool:
-        return self in (ModelKind.RESSHIFT_V1, ModelKind.RESSHIFT_V3)
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What the pipeline must know about the networks behind a backend."""
-
-    kind: ModelKind
-    schedule: "Schedule"
-    input_multiple: int  # latent H, W must be multiples of this (64 full UNet, 16 tiny)
-    noise_channels: int = 0  # RSD student extra input channels
-    label: str = ""
-
-
-@dataclass(frozen=True)
-class TileConfig:
-    """Tiling in LR pixels. ``tile`` None: the whole image is one tile (memory grows with it).
-
-    ``tile`` is rounded up to the model's input multiple so tiles need no padding; ``overlap`` is
-    the feathered band between neighbours; ``batch`` tiles run per backend call. Default 64: the
-    models' training crop (latent 64 = SR 256) and the engines' optimal shape. The VQ's global
-    attention makes the cost per pixel grow with the tile side: with an overlap of 1/8 tile, the
-    full model costs about 1.4x (tile 64), 1.6x (128), 2.6x (256) the FLOPs of one untiled pass
-    of its convolutions (MODEL_SPEC.md section 8 counts).
-    """
-
-    tile: Optional[int] = 64
-    overlap: int = 8
-    batch: int = 1
-
-    def validate(self) -> None:
-        if self.tile is not None and self.tile <= 0:
-            raise ConfigError(f"tile size {self.tile} must be positive (LR pixels), or omit it to disable tiling")
-        if self.overlap < 0 or (self.tile is not None and self.overlap >= self.tile):
-            raise ConfigError(f"overlap {self.overlap} must be >= 0 and smaller than the tile size {self.tile}")
-        if self.batch <= 0:
-            raise ConfigError(f"tile batch {self.batch} must be >= 1")
 
 
 def _batches(items: Sequence[Tile], size: int) -> Iterator[List[Tile]]:

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from rsd_deploy.backends.base import create_backend
-from rsd_deploy.backends.ort_backend import OrtBackend
+from rsd_deploy.backends.ort_backend import OrtBackend, OrtOptions
 from rsd_deploy.errors import BackendUnavailableError, ConfigError, ManifestError, ShapeError
 from tests.conftest import DATA
 from tests.export.onnx_tiny_export import tiny_export
@@ -36,7 +36,8 @@ def _lr_image() -> np.ndarray:
 @pytest.mark.parametrize("tile", [None, 16])
 def test_same_images_as_torch_backend_with_the_same_seed(export_dir, tiny_rsd, tiny_vq, tile):
     from rsd_deploy.models import Schedule
-    from rsd_deploy.pipeline.sr_pipeline import ModelInfo, ModelKind, SRPipeline, TileConfig
+    from rsd_deploy.pipeline.sr_pipeline import SRPipeline
+    from rsd_deploy.types import ModelInfo, ModelKind, TileConfig
 
     ort_backend = create_backend("onnxruntime", model_dir=export_dir, device="cpu", precision="fp32")
     info = ort_backend.model_info
@@ -56,14 +57,14 @@ def test_same_images_as_torch_backend_with_the_same_seed(export_dir, tiny_rsd, t
 def test_fp16_and_int8_variants_load_and_run(export_dir):
     gen = torch.Generator().manual_seed(0)
     image = torch.rand(1, 3, 64, 64, generator=gen) * 2 - 1
-    z = {p: OrtBackend(export_dir, precision=p).encode(image) for p in ("fp32", "fp16", "int8")}
+    z = {p: OrtBackend(OrtOptions(export_dir, precision=p)).encode(image) for p in ("fp32", "fp16", "int8")}
     assert z["fp32"].shape == (1, 3, 16, 16)
     assert 0 < float((z["fp16"] - z["fp32"]).abs().max()) < 0.05
     torch.testing.assert_close(z["int8"], z["fp32"], atol=0, rtol=0)  # the encoder's int8 variant is fp32
 
 
 def test_one_step_only_and_shape_errors(export_dir):
-    backend = OrtBackend(export_dir)
+    backend = OrtBackend(OrtOptions(export_dir))
     assert backend.supported_steps == frozenset({14})
     z, lq, noise = torch.zeros(1, 3, 16, 16), torch.zeros(1, 3, 16, 16), torch.zeros(1, 1, 16, 16)
     assert backend.denoise(z, 14, lq, noise).shape == (1, 3, 16, 16)
@@ -77,7 +78,7 @@ def test_one_step_only_and_shape_errors(export_dir):
 
 def test_folder_errors_are_one_line(export_dir, tmp_path):
     with pytest.raises(ManifestError, match="rsd-export"):
-        OrtBackend(tmp_path)
+        OrtBackend(OrtOptions(tmp_path))
     copy = tmp_path / "copy"
     shutil.copytree(export_dir, copy)
     manifest = json.loads((copy / "manifest.json").read_text())
@@ -85,13 +86,13 @@ def test_folder_errors_are_one_line(export_dir, tmp_path):
         entry["variants"].pop("fp16")
     (copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ConfigError, match="--fp16"):
-        OrtBackend(copy, precision="fp16")
+        OrtBackend(OrtOptions(copy, precision="fp16"))
     with (copy / "decoder.onnx").open("ab") as f:
         f.write(b"\0")
     with pytest.raises(ManifestError, match="sha256"):
-        OrtBackend(copy)
+        OrtBackend(OrtOptions(copy))
     with pytest.raises(ConfigError, match="precision"):
-        OrtBackend(export_dir, precision="bf16")
+        OrtBackend(OrtOptions(export_dir, precision="bf16"))
 
 
 def test_missing_gpu_provider_is_reported(export_dir):
@@ -100,4 +101,4 @@ def test_missing_gpu_provider_is_reported(export_dir):
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("this onnxruntime has CUDA")
     with pytest.raises(BackendUnavailableError, match="--device cpu"):
-        OrtBackend(export_dir, device="cuda")
+        OrtBackend(OrtOptions(export_dir, device="cuda"))

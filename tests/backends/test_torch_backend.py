@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from rsd_deploy.backends.base import create_backend
-from rsd_deploy.backends.torch_backend import TorchBackend
+from rsd_deploy.backends.torch_backend import TorchBackend, TorchOptions
 from rsd_deploy.errors import BackendUnavailableError, ConfigError, ShapeError
 from rsd_deploy.models import Schedule
 
@@ -22,7 +22,7 @@ def test_registered_as_torch(tiny_rsd, tiny_vq, v1):
 
 
 def test_denoise_scales_the_input_by_the_schedule(tiny_rsd, tiny_vq, v1):
-    backend = TorchBackend(tiny_rsd, tiny_vq, v1)
+    backend = TorchBackend(TorchOptions(tiny_rsd, tiny_vq, v1))
     gen = torch.Generator().manual_seed(0)
     z, lq, n = (torch.randn(2, c, 16, 32, generator=gen) for c in (3, 3, 1))
     for step in (14, 3):
@@ -33,7 +33,7 @@ def test_denoise_scales_the_input_by_the_schedule(tiny_rsd, tiny_vq, v1):
 
 
 def test_encode_decode_are_the_autoencoder(tiny_rsd, tiny_vq, v1):
-    backend = TorchBackend(tiny_rsd, tiny_vq, v1)
+    backend = TorchBackend(TorchOptions(tiny_rsd, tiny_vq, v1))
     img = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1)) * 2 - 1
     z = backend.encode(img)
     assert z.shape == (1, 3, 16, 16) and z.dtype == torch.float32
@@ -43,8 +43,8 @@ def test_encode_decode_are_the_autoencoder(tiny_rsd, tiny_vq, v1):
 
 
 def test_bf16_on_cpu_is_close_and_quantises_in_fp32(tiny_rsd, tiny_vq, v1, monkeypatch):
-    fp32 = TorchBackend(tiny_rsd, tiny_vq, v1)
-    bf16 = TorchBackend(tiny_rsd, tiny_vq, v1, precision="bf16")
+    fp32 = TorchBackend(TorchOptions(tiny_rsd, tiny_vq, v1))
+    bf16 = TorchBackend(TorchOptions(tiny_rsd, tiny_vq, v1, precision="bf16"))
     gen = torch.Generator().manual_seed(2)
     z, lq, n = (torch.randn(1, c, 16, 16, generator=gen) for c in (3, 3, 1))
     a, b = fp32.denoise(z, 14, lq, n), bf16.denoise(z, 14, lq, n)
@@ -65,21 +65,21 @@ def test_bf16_on_cpu_is_close_and_quantises_in_fp32(tiny_rsd, tiny_vq, v1, monke
 
 def test_precision_and_device_errors(tiny_rsd, tiny_vq, v1):
     with pytest.raises(ConfigError, match="fp16 needs a CUDA device"):
-        TorchBackend(tiny_rsd, tiny_vq, v1, device="cpu", precision="fp16")
+        TorchBackend(TorchOptions(tiny_rsd, tiny_vq, v1, device="cpu", precision="fp16"))
     with pytest.raises(ConfigError, match="unknown precision"):
-        TorchBackend(tiny_rsd, tiny_vq, v1, precision="int4")
+        TorchBackend(TorchOptions(tiny_rsd, tiny_vq, v1, precision="int4"))
     with pytest.raises(ConfigError):
-        TorchBackend(tiny_rsd, tiny_vq, v1, device="tpu")
+        TorchBackend(TorchOptions(tiny_rsd, tiny_vq, v1, device="tpu"))
     if not torch.cuda.is_available():
         with pytest.raises(BackendUnavailableError, match="CUDA is not available"):
-            TorchBackend(tiny_rsd, tiny_vq, v1, device="cuda")
+            TorchBackend(TorchOptions(tiny_rsd, tiny_vq, v1, device="cuda"))
 
 
 def test_denoise_input_errors(tiny_rsd, tiny_unet, tiny_vq, v1):
     z = torch.zeros(1, 3, 16, 16)
     with pytest.raises(ShapeError, match="pass a noise map"):
-        TorchBackend(tiny_rsd, tiny_vq, v1).denoise(z, 14, z)
+        TorchBackend(TorchOptions(tiny_rsd, tiny_vq, v1)).denoise(z, 14, z)
     with pytest.raises(ShapeError, match="do not pass a noise map"):
-        TorchBackend(tiny_unet, tiny_vq, v1).denoise(z, 14, z, torch.zeros(1, 1, 16, 16))
+        TorchBackend(TorchOptions(tiny_unet, tiny_vq, v1)).denoise(z, 14, z, torch.zeros(1, 1, 16, 16))
     with pytest.raises(ShapeError, match="outside the schedule"):
-        TorchBackend(tiny_unet, tiny_vq, v1).denoise(z, 15, z)
+        TorchBackend(TorchOptions(tiny_unet, tiny_vq, v1)).denoise(z, 15, z)

@@ -232,7 +232,8 @@ def ort_bundle_backend(bundle: Path, threads: int = 1):
 def python_pipeline(bundle: Path, *, tile: Optional[int], overlap: int, seed: int):
     """The project's SRPipeline over ``ort_bundle_backend(bundle)``."""
     from rsd_deploy.models import Schedule
-    from rsd_deploy.pipeline.sr_pipeline import ModelInfo, ModelKind, SRPipeline, TileConfig
+    from rsd_deploy.pipeline.sr_pipeline import SRPipeline
+    from rsd_deploy.types import ModelInfo, ModelKind, TileConfig
 
     backend, manifest = ort_bundle_backend(bundle)
     kind = ModelKind(manifest["model"]["kind"])

@@ -12,12 +12,12 @@ pytestmark = pytest.mark.gpu
 
 @pytest.mark.parametrize("precision, atol", [("fp32", 1e-3), ("bf16", 0.25), ("fp16", 0.1)])
 def test_cuda_graph_backend_matches_eager(tiny_rsd, tiny_vq, precision, atol):
-    from rsd_deploy.backends.torch_backend import TorchBackend
-    from rsd_deploy.bench.fast_torch import FastTorchBackend
+    from rsd_deploy.backends.torch_backend import TorchBackend, TorchOptions
+    from rsd_deploy.backends.fast_torch_backend import FastTorchBackend, FastTorchOptions
 
     sched = Schedule.preset("v1")
-    fast = FastTorchBackend(tiny_rsd, tiny_vq, sched, device="cuda", precision=precision)
-    ref = TorchBackend(tiny_rsd, tiny_vq, sched, device="cuda", precision="fp32")
+    fast = FastTorchBackend(FastTorchOptions(tiny_rsd, tiny_vq, sched, device="cuda", precision=precision))
+    ref = TorchBackend(TorchOptions(tiny_rsd, tiny_vq, sched, device="cuda", precision="fp32"))
     g = torch.Generator(device="cuda").manual_seed(0)
     z = torch.randn((1, 3, 16, 32), generator=g, device="cuda")
     lq = torch.rand((1, 3, 16, 32), generator=g, device="cuda") * 2 - 1

@@ -126,7 +126,8 @@ def test_cuda_graphs_replay_the_same_result(engines):
 def test_pipeline_on_engines_matches_pytorch(engines, tiny_rsd, tiny_vq):
     from rsd_deploy.models import Schedule
     from rsd_deploy.pipeline.loading import ModelSource, resolve_backend
-    from rsd_deploy.pipeline.sr_pipeline import ModelInfo, ModelKind, SRPipeline, TileConfig
+    from rsd_deploy.pipeline.sr_pipeline import SRPipeline
+    from rsd_deploy.types import ModelInfo, ModelKind, TileConfig
 
     folder, _ = engines
     rng = np.random.default_rng(0)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from rsd_deploy.backends.torch_backend import TorchBackend
+from rsd_deploy.backends.torch_backend import TorchBackend, TorchOptions
 from rsd_deploy.errors import ConfigError, ShapeError
 from rsd_deploy.models import Schedule, sample_onestep
 from rsd_deploy.pipeline import ModelInfo, ModelKind, SamplingNoise, SRPipeline, TileConfig, TilePlan
@@ -36,7 +36,7 @@ def test_pipeline_reproduces_the_official_sampler_with_replayed_noise(tiny_unet,
     lq = golden_lr()
     np.testing.assert_array_equal(lq.numpy(), g["lr"])
     sched = Schedule.preset("v3")  # the golden ran v3 (T=4); its one-step path is t = 3
-    pipe = SRPipeline(TorchBackend(tiny_unet, tiny_vq, sched), ModelInfo(kind, sched, 16))
+    pipe = SRPipeline(TorchBackend(TorchOptions(tiny_unet, tiny_vq, sched)), ModelInfo(kind, sched, 16))
     noises = [g["prior_noise"]] + (list(g["step_noise"]) if kind.multistep else [])
     noise = SamplingNoise.from_list([torch.from_numpy(np.asarray(n)) for n in noises], 0, kind.multistep)
     out = pipe.sample(lq, noise).numpy()
@@ -50,7 +50,7 @@ def test_rsd_one_step_matches_the_models_sampler(tiny_rsd, tiny_vq, one_thread):
     lq = golden_lr()[..., :16, :32]
     gen = torch.Generator().manual_seed(0)
     prior, noise_map = torch.randn(1, 3, 16, 32, generator=gen), torch.randn(1, 1, 16, 32, generator=gen)
-    pipe = SRPipeline(TorchBackend(tiny_rsd, tiny_vq, sched), ModelInfo(ModelKind.RSD, sched, 16, 1))
+    pipe = SRPipeline(TorchBackend(TorchOptions(tiny_rsd, tiny_vq, sched)), ModelInfo(ModelKind.RSD, sched, 16, 1))
     out = pipe.sample(lq, SamplingNoise(prior=prior, student=noise_map))
     with torch.no_grad():
         up = torch.nn.functional.interpolate(lq, scale_factor=4, mode="bicubic", align_corners=False)
@@ -62,7 +62,7 @@ def test_rsd_one_step_matches_the_models_sampler(tiny_rsd, tiny_vq, one_thread):
 @pytest.mark.parametrize("h,w", [(1, 1), (7, 13), (33, 17)])
 def test_output_is_exactly_four_times_for_tiny_and_odd_sizes(tiny_rsd, tiny_vq, h, w):
     sched = Schedule.preset("v1")
-    pipe = SRPipeline(TorchBackend(tiny_rsd, tiny_vq, sched), ModelInfo(ModelKind.RSD, sched, 16, 1),
+    pipe = SRPipeline(TorchBackend(TorchOptions(tiny_rsd, tiny_vq, sched)), ModelInfo(ModelKind.RSD, sched, 16, 1),
                       TileConfig(tile=256, overlap=32))
     out = pipe.upscale_array(random_rgb(h, w, seed=h))
     assert out.shape == (4 * h, 4 * w, 3) and out.dtype == np.float32
@@ -82,7 +82,7 @@ def test_300x200_is_four_times_with_tiles_and_every_tile_runs_once():
 @pytest.mark.slow
 def test_300x200_with_the_tiny_fixtures(tiny_rsd, tiny_vq):
     sched = Schedule.preset("v1")
-    pipe = SRPipeline(TorchBackend(tiny_rsd, tiny_vq, sched), ModelInfo(ModelKind.RSD, sched, 16, 1),
+    pipe = SRPipeline(TorchBackend(TorchOptions(tiny_rsd, tiny_vq, sched)), ModelInfo(ModelKind.RSD, sched, 16, 1),
                       TileConfig(64, 16, batch=4))
     assert pipe.upscale_array(random_rgb(300, 200)).shape == (1200, 800, 3)
 
@@ -143,7 +143,7 @@ def test_feathered_tiles_show_no_seams_where_unblended_tiles_do():
 def test_seed_reproducible_and_batching_invariant(tiny_rsd, tiny_vq):
     sched = Schedule.preset("v1")
     info = ModelInfo(ModelKind.RSD, sched, 16, 1)
-    backend = TorchBackend(tiny_rsd, tiny_vq, sched)
+    backend = TorchBackend(TorchOptions(tiny_rsd, tiny_vq, sched))
     lr = random_rgb(32, 48, seed=4)
     a = SRPipeline(backend, info, TileConfig(32, 16, batch=1), seed=11).upscale_array(lr)
     b = SRPipeline(backend, info, TileConfig(32, 16, batch=1), seed=11).upscale_array(lr)

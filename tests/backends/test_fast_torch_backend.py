@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rsd_deploy.bench.fast_torch import (CapturedCall, FastTorchBackend, GraphCache, eager_capture, shape_key)
+from rsd_deploy.backends.fast_torch_backend import (CapturedCall, FastTorchBackend, FastTorchOptions, GraphCache,
+                                                eager_capture, shape_key)
 from rsd_deploy.errors import BackendUnavailableError
 from rsd_deploy.models import Schedule
 
@@ -39,20 +40,20 @@ def test_graph_cache_captures_once_per_key_and_returns_clones():
 def test_cpu_guards(tiny_unet, tiny_vq):
     sched = Schedule.preset("v3")
     with pytest.raises(BackendUnavailableError):
-        FastTorchBackend(tiny_unet, tiny_vq, sched, device="cpu", precision="fp16")
+        FastTorchBackend(FastTorchOptions(tiny_unet, tiny_vq, sched, device="cpu", precision="fp16"))
     with pytest.raises(BackendUnavailableError):
-        FastTorchBackend(tiny_unet, tiny_vq, sched, device="cpu", cuda_graphs=True, precision="fp32")
+        FastTorchBackend(FastTorchOptions(tiny_unet, tiny_vq, sched, device="cpu", cuda_graphs=True, precision="fp32"))
 
 
 @pytest.mark.parametrize("fixture", ["tiny_unet", "tiny_rsd"])
 def test_fast_backend_matches_eager_fp32_on_cpu(request, tiny_vq, fixture, one_thread):
-    from rsd_deploy.backends.torch_backend import TorchBackend
+    from rsd_deploy.backends.torch_backend import TorchBackend, TorchOptions
 
     unet = request.getfixturevalue(fixture)
     sched = Schedule.preset("v3" if fixture == "tiny_unet" else "v1")
     cap = CountingCapture()
-    fast = FastTorchBackend(unet, tiny_vq, sched, device="cpu", precision="fp32", channels_last=True, capture=cap)
-    ref = TorchBackend(unet, tiny_vq, sched, device="cpu", precision="fp32")
+    fast = FastTorchBackend(FastTorchOptions(unet, tiny_vq, sched, device="cpu", precision="fp32", channels_last=True, capture=cap))
+    ref = TorchBackend(TorchOptions(unet, tiny_vq, sched, device="cpu", precision="fp32"))
     g = torch.Generator().manual_seed(0)
     img = torch.rand((1, 3, 64, 128), generator=g) * 2 - 1
     z = torch.randn((1, 3, 16, 32), generator=g)
@@ -71,7 +72,7 @@ def test_fast_backend_matches_eager_fp32_on_cpu(request, tiny_vq, fixture, one_t
 
 
 def test_fast_backend_bf16_keeps_codebook_fp32(tiny_unet, tiny_vq):
-    fast = FastTorchBackend(tiny_unet, tiny_vq, Schedule.preset("v3"), device="cpu", precision="bf16")
+    fast = FastTorchBackend(FastTorchOptions(tiny_unet, tiny_vq, Schedule.preset("v3"), device="cpu", precision="bf16"))
     assert fast.vq.quantize.embedding.weight.dtype == torch.float32
     assert fast.vq.decoder.conv_in.weight.dtype == torch.bfloat16
     z = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))

@@ -23,14 +23,17 @@ import logging
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable, Hashable, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, Hashable, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
-from rsd_deploy.backends.base import Backend
+from rsd_deploy.backends.base import Backend, register_backend
 from rsd_deploy.errors import BackendUnavailableError, RSDError
 from rsd_deploy.models import VQAutoencoder
+
+if TYPE_CHECKING:  # pragma: no cover
+    from rsd_deploy.models import Schedule
 
 logger = logging.getLogger(__name__)
 
@@ -131,22 +134,42 @@ def _prepare(module: nn.Module, device: torch.device, dtype: torch.dtype, channe
     return m
 
 
-class FastTorchBackend(Backend):
-    """PyTorch backend for speed: fp16/bf16 weights, channels-last, CUDA graph per shape and step.
+@dataclass
+class FastTorchOptions:
+    """How to run the models fast.
 
-    ``unet``/``vq`` are the models (not modified: private copies are made); ``schedule`` gives
-    kappa and eta for the input scaling 1/sqrt(kappa^2 eta_step + 1). ``cuda_graphs`` defaults to
-    True on CUDA and is off on the CPU (where the same code path runs eagerly). ``compile_mode``
-    optionally wraps each network call in ``torch.compile`` before capture (e.g.
-    ``"max-autotune-no-cudagraphs"``; slow first call).
+    unet / vq / schedule: as TorchOptions (private copies of the models are made). device: cuda
+    (default), cuda:N or cpu. precision: fp16 (default, CUDA only), bf16 or fp32 weights.
+    channels_last: NHWC memory format (default True). cuda_graphs: None (default) = on with CUDA,
+    off on the CPU, where the same code path runs eagerly. compile_mode: wrap each network call in
+    ``torch.compile`` before capture (e.g. ``"max-autotune-no-cudagraphs"``; slow first call).
+    capture: a custom capture function (tests).
     """
 
-    name = "torch-fast"
+    unet: nn.Module
+    vq: nn.Module
+    schedule: "Schedule"
+    device: Union[str, torch.device] = "cuda"
+    precision: str = "fp16"
+    channels_last: bool = True
+    cuda_graphs: Optional[bool] = None
+    compile_mode: Optional[str] = None
+    capture: Optional[Capture] = None
 
-    def __init__(self, unet: nn.Module, vq: nn.Module, schedule, device: str | torch.device = "cuda",
-                 precision: str = "fp16", channels_last: bool = True, cuda_graphs: Optional[bool] = None,
-                 compile_mode: Optional[str] = None, capture: Optional[Capture] = None) -> None:
-        self._device = torch.device(device)
+
+@register_backend("torch-fast")
+class FastTorchBackend(Backend):
+    """PyTorch backend for speed: fp16/bf16 weights, channels-last, CUDA graph per shape and step
+    (see FastTorchOptions)."""
+
+    name = "torch-fast"
+    Options = FastTorchOptions
+
+    def __init__(self, options: FastTorchOptions) -> None:
+        unet, vq, schedule, precision = options.unet, options.vq, options.schedule, options.precision
+        channels_last, cuda_graphs, compile_mode, capture = (options.channels_last, options.cuda_graphs,
+                                                             options.compile_mode, options.capture)
+        self._device = torch.device(options.device)
         if self._device.type == "cuda" and not torch.cuda.is_available():
             raise BackendUnavailableError("torch-fast: CUDA requested but not available; use --device cpu")
         if precision not in DTYPES:
