@@ -184,12 +184,22 @@ def _engine_precisions(manifest: Mapping[str, Any], onnx_dir: Path) -> Tuple[str
 
 
 def _reference_runner(path: Path, name: str) -> Any:
-    import onnxruntime as ort
-    from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
+    """An OnnxrtRunner over an unoptimised CPU session of ``path``.
 
-    return OnnxrtRunner(SessionFromOnnx(str(path), providers=["cpu"],
-                                        graph_optimization_level=ort.GraphOptimizationLevel.ORT_DISABLE_ALL),
-                        name=name)
+    The session is made here, not with polygraphy's ``SessionFromOnnx``: its
+    ``graph_optimization_level`` argument only exists in newer polygraphy (0.49.x, which setup.cfg
+    allows, has ``SessionFromOnnx(model_bytes, providers=None)``), while ``OnnxrtRunner`` takes a
+    ready session, or a callable returning one, on every version.
+    """
+    import onnxruntime as ort
+    from polygraphy.backend.onnxrt import OnnxrtRunner
+
+    def session() -> Any:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    return OnnxrtRunner(session, name=name)
 
 
 def _infer(runner: Any, feeds: Mapping[str, np.ndarray]) -> np.ndarray:

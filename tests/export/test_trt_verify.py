@@ -32,14 +32,12 @@ def images():
 
 def _onnx_factory(folder, files):
     """Candidate runners over ONNX graphs (stand-ins for engines): files[(submodel, precision)]."""
-    import onnxruntime as ort
-    from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
+    from rsd_deploy.export.trt_verify import _reference_runner
 
     def factory(submodel, precision):
         path = folder / files.get((submodel, precision), f"{submodel}.{precision}.onnx")
-        level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # as the reference: identical graphs give 0 error
-        return OnnxrtRunner(SessionFromOnnx(str(path), graph_optimization_level=level),
-                            name=f"cand-{submodel}-{precision}")
+        # an unoptimised session, as the reference: identical graphs give 0 error
+        return _reference_runner(path, f"cand-{submodel}-{precision}")
 
     return factory
 
@@ -84,6 +82,25 @@ def test_wrong_engine_fails_with_one_line(toy_bundle, images, tmp_path):
     report = json.loads((toy_bundle / "trt_verify.json").read_text())
     assert report["passed"] is False  # written before raising
     assert [g["polygraphy_passed"] for g in report["graphs"]] == [True, True, False]
+
+
+class _SessionFromOnnx049:
+    """polygraphy 0.49.x's loader signature (NVIDIA/TensorRT tools/Polygraphy, 0.49.27 in the 11.1
+    release): no graph_optimization_level argument."""
+
+    def __init__(self, model_bytes, providers=None):
+        raise AssertionError("--verify must not need SessionFromOnnx")
+
+
+def test_verify_works_with_polygraphy_049_loaders(monkeypatch, toy_bundle, images):
+    import polygraphy.backend.onnxrt as onnxrt
+
+    monkeypatch.setattr(onnxrt, "SessionFromOnnx", _SessionFromOnnx049)
+    files = {(s, "fp32"): f"{s}.onnx" for s in ("encoder", "denoiser", "decoder")}
+    report = verify_engines(toy_bundle, VerifyOptions(precisions=("fp32",), image_dirs=images, count=1,
+                                                      latent_size=16),
+                            candidate_runner=_onnx_factory(toy_bundle, files))
+    assert report.passed and all(g.max_abs == 0.0 for g in report.graphs)
 
 
 def test_without_tensorrt_verify_says_why(monkeypatch, toy_bundle, images):
