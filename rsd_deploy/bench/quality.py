@@ -3,7 +3,8 @@
 Metrics on 8-bit images, no border crop:
 * PSNR/SSIM on the **Y channel** (ITU-R BT.601 luma of 8-bit RGB, 16..235, as BasicSR and pyiqa's
   ``test_y_channel``) and on **RGB** (all three channels); SSIM is Wang et al.'s Gaussian-window
-  SSIM (sigma 1.5, population covariance) from scikit-image.
+  SSIM (11x11, sigma 1.5, population covariance): all from ``rsd_deploy.metrics``.
+* The LR goes through rsd-upscale's image path (``image_io.pad_to_multiple``, ``bicubic_x4``).
 * Backend difference: max and mean absolute difference of the SR output in [-1, 1] (before
   rounding) from the PyTorch fp32 output of the same model and the same noises, and the PSNR of
   the 8-bit result against the 8-bit reference.
@@ -14,20 +15,18 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List
 
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from rsd_deploy import metrics
 from rsd_deploy.errors import ImageIOError, RSDError
-from rsd_deploy.pipeline.image_io import SUPPORTED_EXTENSIONS, image_files
+from rsd_deploy.metrics import METRIC_NOTE
+from rsd_deploy.pipeline.image_io import SUPPORTED_EXTENSIONS, image_files, pad_to_multiple
 
 logger = logging.getLogger(__name__)
-
-METRIC_NOTE = ("PSNR/SSIM on 8-bit images without border crop, Y = BT.601 luma (16..235, BasicSR/pyiqa "
-               "test_y_channel) and RGB; SSIM: Gaussian window sigma 1.5 (scikit-image)")
 
 
 # ---------------------------------------------------------------- images
@@ -56,57 +55,24 @@ def to_tensor(rgb: np.ndarray) -> torch.Tensor:
 
 
 def to_uint8(img: torch.Tensor) -> np.ndarray:
-    """(1, 3, H, W) in [-1, 1] -> (H, W, 3) uint8 (clamp, round half up as the official writer)."""
-    x = img[0].detach().float().cpu().clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8)
-    return x.permute(1, 2, 0).numpy()
+    """(1, 3, H, W) in [-1, 1] -> (H, W, 3) uint8, rounded as rsd-upscale writes (rsd_deploy.metrics)."""
+    return np.ascontiguousarray(metrics.to_uint8(img[0]).transpose(1, 2, 0))
 
 
-def pad_to_multiple(lq: torch.Tensor, multiple: int) -> Tuple[torch.Tensor, Tuple[int, int]]:
-    """Pad bottom/right to multiples of ``multiple`` (reflect when possible, else replicate)."""
-    h, w = lq.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if ph == 0 and pw == 0:
-        return lq, (h, w)
-    mode = "reflect" if ph < h and pw < w else "replicate"  # reflect needs pad < size
-    return F.pad(lq, (0, pw, 0, ph), mode=mode), (h, w)
-
-
-# ---------------------------------------------------------------- metrics
-
-def rgb_to_y(rgb: np.ndarray) -> np.ndarray:
-    """BT.601 luma of 8-bit RGB as float64 in 16..235."""
-    x = rgb.astype(np.float64)
-    return 16.0 + (65.481 * x[..., 0] + 128.553 * x[..., 1] + 24.966 * x[..., 2]) / 255.0
-
-
-def psnr(a: np.ndarray, b: np.ndarray, data_range: float = 255.0) -> float:
-    if a.shape != b.shape:
-        raise ValueError(f"PSNR of differently shaped images {a.shape} vs {b.shape}")
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10.0 * np.log10(data_range ** 2 / mse)
-
-
-def ssim(a: np.ndarray, b: np.ndarray, data_range: float = 255.0) -> float:
-    from skimage.metrics import structural_similarity
-
-    channel_axis = -1 if a.ndim == 3 else None
-    return float(structural_similarity(a.astype(np.float64), b.astype(np.float64), data_range=data_range,
-                                       channel_axis=channel_axis, gaussian_weights=True, sigma=1.5,
-                                       use_sample_covariance=False))
-
+# ---------------------------------------------------------------- metrics (rsd_deploy.metrics)
 
 def image_metrics(sr: np.ndarray, hr: np.ndarray) -> Dict[str, float]:
     """PSNR/SSIM on Y and RGB of two (H, W, 3) uint8 images."""
     if sr.shape != hr.shape:
         raise ImageIOError(f"SR {sr.shape} and HR {hr.shape} differ in size; HR must be exactly 4x the LR")
-    ys, yh = rgb_to_y(sr), rgb_to_y(hr)
-    return {"psnr_y": psnr(ys, yh), "ssim_y": ssim(ys, yh), "psnr_rgb": psnr(sr, hr), "ssim_rgb": ssim(sr, hr)}
+    return metrics.sr_metrics(sr, hr)
 
 
 def difference(out: torch.Tensor, ref: torch.Tensor) -> Dict[str, float]:
     """max/mean abs difference in [-1, 1] and PSNR of the 8-bit images."""
     d = (out.float().cpu() - ref.float().cpu()).abs()
-    return {"max_abs": float(d.max()), "mean_abs": float(d.mean()), "psnr": psnr(to_uint8(out), to_uint8(ref))}
+    return {"max_abs": float(d.max()), "mean_abs": float(d.mean()),
+            "psnr": metrics.psnr(to_uint8(out), to_uint8(ref))}
 
 
 def _mean(rows: List[Dict[str, float]]) -> Dict[str, float]:
@@ -152,8 +118,8 @@ def run_quality(config, models, variants, contenders, factory: Callable, workdir
     multiple = models.input_multiple
     lqs = []
     for p in lr_files:
-        lq, (h, w) = pad_to_multiple(to_tensor(read_rgb(p)), multiple)
-        lqs.append((p, lq, (h, w)))
+        lq = to_tensor(read_rgb(p))
+        lqs.append((p, pad_to_multiple(lq, multiple), tuple(lq.shape[-2:])))
 
     def run_all(backend, contender, schedule) -> List[torch.Tensor]:
         outs = []
@@ -210,5 +176,6 @@ def run_quality(config, models, variants, contenders, factory: Callable, workdir
             rows.append(row)
     return {"lr_dir": str(config.quality_lr), "hr_dir": config.quality_hr, "count": len(lqs),
             "metric_note": METRIC_NOTE, "reference": "torch-fp32 on " + config.device,
-            "notes": optional_metrics_status() + [f"LR padded to multiples of {multiple} (reflect), SR cropped"],
+            "notes": optional_metrics_status() + [f"LR padded to multiples of {multiple} (rsd-upscale's rule: "
+                                                  "reflect per axis, replicate where the pad >= the side), SR cropped"],
             "rows": rows}

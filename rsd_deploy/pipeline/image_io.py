@@ -183,6 +183,12 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     return x
 
 
+def bicubic_x4(lq: torch.Tensor) -> torch.Tensor:
+    """The conditioning upsample of the LR (B, 3, h, w) -> (B, 3, 4h, 4w): PyTorch bicubic, a = -0.75,
+    align_corners False, no antialias, no clamp (as upstream). Runs on the tensor's device."""
+    return F.interpolate(lq, scale_factor=4, mode="bicubic", align_corners=False, antialias=False)
+
+
 class SRCanvas:
     """The output image in file layout (grey, BGR or BGRA; uint8 or uint16), filled row band by
     row band from the pipeline's blended float RGB rows (``write_rows`` is a tiling.RowSink)."""

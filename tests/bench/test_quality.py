@@ -1,26 +1,13 @@
-"""Quality metrics: PSNR/SSIM on Y and RGB, backend differences, padding for any size."""
+"""Quality side of the benchmark: metrics through rsd_deploy.metrics, backend differences, image folders."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from rsd_deploy.bench.quality import (difference, image_metrics, list_images, pad_to_multiple, psnr, read_rgb,
-                                      rgb_to_y, ssim, to_tensor, to_uint8)
+from rsd_deploy.bench.quality import difference, image_metrics, list_images, read_rgb, to_tensor, to_uint8
 from rsd_deploy.errors import ImageIOError
-
-
-def test_psnr_known_value_and_identity():
-    a = np.full((8, 8, 3), 100, np.uint8)
-    b = a.copy()
-    b[..., 0] += 10  # MSE over all = 100 / 3
-    assert psnr(a, b) == pytest.approx(10 * np.log10(255 ** 2 / (100 / 3)))
-    assert psnr(a, a) == float("inf")
-
-
-def test_y_channel_is_bt601():
-    assert rgb_to_y(np.array([[[0, 0, 0]]], np.uint8))[0, 0] == pytest.approx(16.0)
-    assert rgb_to_y(np.array([[[255, 255, 255]]], np.uint8))[0, 0] == pytest.approx(235.0)
+from rsd_deploy.metrics import sr_metrics
 
 
 def test_ssim_and_metrics_against_scikit_image():
@@ -32,7 +19,7 @@ def test_ssim_and_metrics_against_scikit_image():
     m = image_metrics(sr, hr)
     assert m["psnr_rgb"] == pytest.approx(peak_signal_noise_ratio(hr, sr, data_range=255))
     assert 0 < m["ssim_rgb"] < 1 and 0 < m["ssim_y"] < 1
-    assert ssim(hr, hr) == pytest.approx(1.0)
+    assert m == sr_metrics(sr, hr)  # the one implementation (tests/test_metrics.py checks it on real images)
     with pytest.raises(ImageIOError):
         image_metrics(sr[:16], hr)
 
@@ -43,14 +30,6 @@ def test_difference_and_uint8_round_trip():
     assert d["max_abs"] == pytest.approx(0.01, abs=1e-6) and d["mean_abs"] == pytest.approx(0.01, abs=1e-6)
     u = (np.arange(8 * 8 * 3) % 256).astype(np.uint8).reshape(8, 8, 3)
     assert np.array_equal(to_uint8(to_tensor(u)), u)
-
-
-@pytest.mark.parametrize("h, w", [(1, 1), (7, 13), (16, 16), (33, 17)])
-def test_pad_to_multiple_any_size(h, w):
-    x = torch.rand(1, 3, h, w)
-    y, (oh, ow) = pad_to_multiple(x, 16)
-    assert (oh, ow) == (h, w) and y.shape[-2] % 16 == 0 and y.shape[-1] % 16 == 0
-    assert torch.equal(y[..., :h, :w], x)
 
 
 def test_image_folder_errors(tmp_path, shared_dir):

@@ -27,11 +27,11 @@ def test_demo_model_quality_floor_on_imagenet_pairs(shared_dir):
     """Y-PSNR on 4 held-out ImageNet pairs (not used in training) stays at the level measured for the shipped
     weights (21.7 dB mean; bicubic 25.8 dB: the tiny demo VQ caps quality, see train/RESULTS.md). A broken or
     mis-loaded model (wrong kind, sampler or schedule, random weights) lands far below this floor."""
-    import torch.nn.functional as F
-
+    from rsd_deploy import metrics
     from rsd_deploy.models.schedule import Schedule
+    from rsd_deploy.pipeline.image_io import bicubic_x4
     from rsd_deploy.train.data import PairedDataset
-    from rsd_deploy.train.evaluate import psnr, rgb_to_y, super_resolve
+    from rsd_deploy.train.evaluate import super_resolve
 
     unet, vq, info = load_default_models()
     ds = PairedDataset(DATA / "imagenet_val_sr" / "lq", DATA / "imagenet_val_sr" / "gt", lq_size=None, hflip=False)
@@ -42,8 +42,8 @@ def test_demo_model_quality_floor_on_imagenet_pairs(shared_dir):
         sr = super_resolve(unet, vq, Schedule.preset(info["schedule"]), lq, one_step=info["kind"] == "rsd",
                            generator=torch.Generator().manual_seed(i))
         assert sr.shape == gt.shape and torch.isfinite(sr).all()
-        up = F.interpolate(lq, scale_factor=4, mode="bicubic", align_corners=False).clamp(-1, 1)
-        y = lambda x: rgb_to_y(((x + 1) * 127.5).round())  # noqa: E731
-        ours.append(float(psnr(y(sr), y(gt))[0]))
-        bicubic.append(float(psnr(y(up), y(gt))[0]))
+        up = bicubic_x4(lq)
+        y = lambda x: metrics.rgb_to_y(metrics.to_uint8(x[0]), channel_axis=0)  # noqa: E731
+        ours.append(metrics.psnr(y(sr), y(gt)))
+        bicubic.append(metrics.psnr(y(up), y(gt)))
     assert sum(ours) / 4 > 20.5 and min(ours) > 18.5, (ours, bicubic)

@@ -20,20 +20,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 
 def bicubic_scores(lq_dir: str, gt_dir: str, limit: int | None) -> dict:
-    import torch.nn.functional as F
-
+    from rsd_deploy import metrics
+    from rsd_deploy.pipeline.image_io import bicubic_x4
     from rsd_deploy.train.data import PairedDataset
-    from rsd_deploy.train.evaluate import psnr, rgb_to_y, ssim
 
     ds = PairedDataset(lq_dir, gt_dir, lq_size=None, hflip=False)
     n = len(ds) if limit is None else min(limit, len(ds))
     p, s = [], []
     for i in range(n):
         item = ds[i]
-        up = F.interpolate(item["lq"][None], scale_factor=4, mode="bicubic", align_corners=False).clamp(-1, 1)
-        a, b = rgb_to_y(((up + 1) * 127.5).round()), rgb_to_y(((item["gt"][None] + 1) * 127.5).round())
-        p.append(float(psnr(a, b)[0]))
-        s.append(float(ssim(a, b)[0]))
+        up = bicubic_x4(item["lq"][None])
+        a = metrics.rgb_to_y(metrics.to_uint8(up[0]), channel_axis=0)
+        b = metrics.rgb_to_y(metrics.to_uint8(item["gt"]), channel_axis=0)
+        p.append(metrics.psnr(a, b))
+        s.append(metrics.ssim(a, b))
     return {"psnr": sum(p) / n, "ssim": sum(s) / n, "seconds_per_image": 0.0, "images": n}
 
 
