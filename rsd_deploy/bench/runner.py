@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from rsd_deploy.backends.base import Backend
@@ -24,6 +23,8 @@ from rsd_deploy.bench.contenders import (
 )
 from rsd_deploy.bench.timer import DeviceTimer, NullRecorder, measure
 from rsd_deploy.errors import RSDError, ShapeError
+from rsd_deploy.models.sampler import SamplingNoise, sample
+from rsd_deploy.pipeline.image_io import bicubic_x4
 from rsd_deploy.types import ModelInfo, ModelKind, TileConfig
 
 logger = logging.getLogger(__name__)
@@ -82,17 +83,8 @@ class BenchConfig:
 
 # ---------------------------------------------------------------- one SR run over a backend
 
-@dataclass
-class NoiseSet:
-    """The random inputs of one run, in the official draw order (prior, [RSD map | step noises])."""
-
-    prior: torch.Tensor
-    noise_map: Optional[torch.Tensor]
-    steps: List[torch.Tensor]
-
-
 def draw_noises(contender: Contender, schedule, latent_shape: Sequence[int], generator: torch.Generator,
-                device: torch.device) -> NoiseSet:
+                device: torch.device) -> SamplingNoise:
     """Draw with ``generator`` (on its own device) and move to ``device``; same order as the samplers."""
     def randn(shape: Sequence[int]) -> torch.Tensor:
         return torch.randn(tuple(shape), generator=generator, device=generator.device).to(device)
@@ -101,34 +93,32 @@ def draw_noises(contender: Contender, schedule, latent_shape: Sequence[int], gen
     prior = randn(latent_shape)
     if contender.one_step:
         nmap = randn((b, contender.noise_channels, h, w)) if contender.noise_channels else None
-        return NoiseSet(prior, nmap, [])
-    return NoiseSet(prior, None, [randn(latent_shape) for _ in range(schedule.T)])
+        return SamplingNoise(prior, nmap)
+    return SamplingNoise(prior, None, tuple(randn(latent_shape) for _ in range(schedule.T)))
 
 
-def super_resolve(backend: Backend, contender: Contender, schedule, lq: torch.Tensor, noises: NoiseSet,
+def super_resolve(backend: Backend, contender: Contender, schedule, lq: torch.Tensor, noises: SamplingNoise,
                   recorder=None, steps: Optional[Sequence[int]] = None) -> torch.Tensor:
     """LR (B, 3, h, w) in [-1, 1] -> SR (B, 3, 4h, 4w) in [-1, 1] through ``backend``.
 
-    Mirrors ``rsd_deploy.models.sampler`` (sample_onestep / sample_resshift) step for step;
-    ``steps`` overrides the step index passed to the backend (timing-only runs of graphs that fold
-    the step in, see ``denoise_step_for``). ``recorder`` marks encode/denoise/decode.
+    The SR pipeline's computation on one untiled batch: bicubic x4, encode, the one sampler
+    (``rsd_deploy.models.sampler.sample``), decode, clamp. ``steps`` overrides the step index passed to
+    the backend (timing-only runs of graphs that fold the step in, see ``denoise_step_for``).
+    ``recorder`` marks encode/denoise/decode.
     """
     rec = recorder or NullRecorder()
     lq = lq.to(backend.device)
-    image = F.interpolate(lq, scale_factor=4, mode="bicubic", align_corners=False)
+    image = bicubic_x4(lq)
     with rec.stage("encode"):
         z_y = backend.encode(image)
-    z = z_y + float(schedule.kappa * schedule.sqrt_eta[-1]) * noises.prior
-    call_steps = list(steps) if steps is not None else list(steps_for(contender, schedule))
-    if contender.one_step:
+    wanted = list(steps_for(contender, schedule))
+    call_step = dict(zip(wanted, steps)) if steps is not None else {}
+
+    def denoise(z_t: torch.Tensor, step: int, lq_: torch.Tensor, noise: Optional[torch.Tensor]) -> torch.Tensor:
         with rec.stage("denoise"):
-            z = backend.denoise(z, call_steps[0], lq, noises.noise_map)
-    else:
-        for k, i in enumerate(steps_for(contender, schedule)):
-            with rec.stage("denoise"):
-                x0 = backend.denoise(z, call_steps[k], lq, None)
-            mean = float(schedule.c1[i]) * z + float(schedule.c2[i]) * x0
-            z = mean + float(schedule.sigma[i]) * noises.steps[k] if i > 0 else mean
+            return backend.denoise(z_t, call_step.get(step, step), lq_, noise)
+
+    z = sample(denoise, schedule, z_y, lq, noises, multistep=not contender.one_step)
     with rec.stage("decode"):
         out = backend.decode(z)
     return out.clamp(-1.0, 1.0)

@@ -74,6 +74,26 @@ class Schedule:
         """Std of the prior z_T = z_y + kappa sqrt(eta_{T-1}) eps."""
         return float(self.kappa * self.sqrt_eta[-1])
 
+    def prior(self, z_y, noise):
+        """z_T = z_y + kappa sqrt(eta_{T-1}) noise: where every sampler starts (tensors or arrays)."""
+        return z_y + self.prior_std * noise
+
+    def step(self, i: int, z_t, x0, noise=None):
+        """One ancestral step z_i -> z_{i-1}: the posterior mean c1[i] z_i + c2[i] x0, plus sigma[i] noise
+        for i > 0 (at i = 0 the mean is the result and ``noise`` is ignored)."""
+        self._check_step(i)
+        mean = float(self.c1[i]) * z_t + float(self.c2[i]) * x0
+        if i == 0:
+            return mean
+        if noise is None:
+            raise ValueError(f"step {i} > 0 needs its noise (sigma {float(self.sigma[i]):.3g})")
+        return mean + float(self.sigma[i]) * noise
+
+    def scale_input(self, z_t, step: int):
+        """The denoiser's input z_t / sqrt(kappa^2 eta_step + 1) (the UNet never sees z_t unscaled)."""
+        self._check_step(step)
+        return z_t / float(self.in_std[step])
+
     def input_scale(self, step: int) -> float:
         """1 / sqrt(kappa^2 eta_step + 1): what the UNet input is multiplied by."""
         self._check_step(step)

@@ -17,65 +17,16 @@ the last one unused by the maths, as upstream draws it).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 import numpy as np
 import torch
 
 from rsd_deploy.errors import ShapeError
+from rsd_deploy.models.sampler import SamplingNoise  # the sampler's input; drawn here
 
 NOISE_CELL = 64  # LR px; a multiple of every model's input multiple keeps cells aligned to tiles
 LATENT_CHANNELS = 3
-
-
-@dataclass(frozen=True)
-class SamplingNoise:
-    """All noise one sampling run consumes, float32 NCHW at latent size (B, C, h, w).
-
-    ``prior``: eps of z_T = z_y + kappa*sqrt(eta_T)*eps (3 ch). ``student``: RSD noise map
-    (noise_channels ch) or None. ``steps``: one map per ResShift step in draw order (step T-1
-    first), empty for one-step models.
-    """
-
-    prior: torch.Tensor
-    student: Optional[torch.Tensor] = None
-    steps: Tuple[torch.Tensor, ...] = field(default_factory=tuple)
-
-    @classmethod
-    def from_list(cls, noises: Sequence[torch.Tensor], noise_channels: int, multistep: bool) -> "SamplingNoise":
-        """Build from the sampler convention: [prior, noise_map] (one-step RSD), [prior] (SinSR),
-        [prior, step T-1, ..., step 0] (multi-step ResShift)."""
-        noises = list(noises)
-        if not noises:
-            raise ShapeError("no noise tensors given; pass at least the prior noise")
-        prior, rest = noises[0], noises[1:]
-        if multistep:
-            return cls(prior=prior, steps=tuple(rest))
-        if noise_channels:
-            if len(rest) != 1:
-                raise ShapeError(f"an RSD student needs [prior, noise_map]; got {len(noises)} tensors")
-            return cls(prior=prior, student=rest[0])
-        if rest:
-            raise ShapeError(f"a one-step model without a noise map needs [prior]; got {len(noises)} tensors")
-        return cls(prior=prior)
-
-    def to(self, device: torch.device | str) -> "SamplingNoise":
-        return SamplingNoise(
-            prior=self.prior.to(device),
-            student=None if self.student is None else self.student.to(device),
-            steps=tuple(s.to(device) for s in self.steps),
-        )
-
-    @staticmethod
-    def cat(items: Sequence["SamplingNoise"]) -> "SamplingNoise":
-        """Concatenate along the batch axis."""
-        first = items[0]
-        return SamplingNoise(
-            prior=torch.cat([n.prior for n in items]),
-            student=None if first.student is None else torch.cat([n.student for n in items]),  # type: ignore[misc]
-            steps=tuple(torch.cat([n.steps[i] for n in items]) for i in range(len(first.steps))),
-        )
 
 
 def cell_seed(seed: int, cell_row: int, cell_col: int) -> int:

@@ -11,13 +11,13 @@ from typing import Iterator, List, Optional, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from rsd_deploy.backends.base import Backend
 from rsd_deploy.errors import ConfigError, ShapeError
-from rsd_deploy.pipeline.image_io import LRImage, SRCanvas, pad_to_multiple, to_model_range
-from rsd_deploy.pipeline.noise import NOISE_CELL, SamplingNoise, draw_tiles_noise
+from rsd_deploy.models.sampler import SamplingNoise, sample
+from rsd_deploy.pipeline.image_io import LRImage, SRCanvas, bicubic_x4, pad_to_multiple, to_model_range
+from rsd_deploy.pipeline.noise import NOISE_CELL, draw_tiles_noise
 from rsd_deploy.pipeline.tiling import FeatherBlender, RowSink, Tile, TilePlan
 from rsd_deploy.types import ModelInfo, TileConfig
 
@@ -74,24 +74,20 @@ class SRPipeline:
         dev = self.backend.device
         lq = lq.to(dev, torch.float32)
         noise = noise.to(dev)
-        up = F.interpolate(lq, scale_factor=SCALE, mode="bicubic", align_corners=False, antialias=False)
+        up = bicubic_x4(lq)
         z_y = self.backend.encode(up)
         del up
 
-        z = z_y + float(s.kappa * s.sqrt_eta[T - 1]) * noise.prior  # z_T
         if self.model.kind.multistep:
             if len(noise.steps) < T - 1:
                 raise ShapeError(f"{self.model.kind.value} needs {T - 1} step noises (T-1 .. 1); "
                                  f"got {len(noise.steps)}")
-            for k, i in enumerate(range(T - 1, -1, -1)):
-                x0 = self.backend.denoise(z, i, lq)
-                z = float(s.c1[i]) * z + float(s.c2[i]) * x0
-                if i > 0:
-                    z = z + float(s.sigma[i]) * noise.steps[k]
+            noise = SamplingNoise(prior=noise.prior, steps=noise.steps)
         else:
             if self.model.noise_channels and noise.student is None:
                 raise ShapeError("an RSD student needs a noise map; pass SamplingNoise(student=...)")
-            z = self.backend.denoise(z, T - 1, lq, noise.student if self.model.noise_channels else None)
+            noise = SamplingNoise(prior=noise.prior, student=noise.student if self.model.noise_channels else None)
+        z = sample(self.backend.denoise, s, z_y, lq, noise, multistep=self.model.kind.multistep)
         return self.backend.decode(z).float().cpu()
 
     def draw_noise(self, origins: Sequence[tuple], h: int, w: int) -> SamplingNoise:

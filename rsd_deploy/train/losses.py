@@ -48,8 +48,8 @@ def q_sample(s: ScheduleTensors, z0: torch.Tensor, z_y: torch.Tensor, t: torch.T
 
 
 def prior(s: ScheduleTensors, z_y: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-    """z_T = z_y + kappa sqrt(eta_{T-1}) eps (the inference start)."""
-    return z_y + s.kappa * s.sqrt_eta[-1] * eps
+    """z_T = z_y + kappa sqrt(eta_{T-1}) eps: the inference start, the one sampler's ``Schedule.prior``."""
+    return s.schedule.prior(z_y, eps)
 
 
 def predict_x0(net: Net, s: ScheduleTensors, z_t: torch.Tensor, t: torch.Tensor, lq: torch.Tensor,

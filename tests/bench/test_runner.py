@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from rsd_deploy.bench.contenders import CONTENDERS, parse_backend_variant
-from rsd_deploy.bench.runner import (BenchConfig, NoiseSet, denoise_step_for, draw_noises, parse_size,
+from rsd_deploy.bench.runner import (BenchConfig, denoise_step_for, draw_noises, parse_size,
                                      run_benchmark, super_resolve)
 from rsd_deploy.errors import RSDError, ShapeError
-from rsd_deploy.models import Schedule, sample_onestep, sample_resshift
+from rsd_deploy.models import SamplingNoise, Schedule, sample_onestep, sample_resshift
 
 from .conftest import CountingBackend, fake_models
 
@@ -125,10 +125,10 @@ def test_super_resolve_equals_reference_samplers(request, tiny_vq, fixture, key,
         z_y = tiny_vq.encode(torch.nn.functional.interpolate(lq, scale_factor=4, mode="bicubic",
                                                              align_corners=False))
         if contender.one_step:
-            listed = [noises.prior] + ([noises.noise_map] if noises.noise_map is not None else [])
+            listed = [noises.prior] + ([noises.student] if noises.student is not None else [])
             z = sample_onestep(unet, schedule, z_y, lq, noises=listed)
         else:
-            z = sample_resshift(unet, schedule, z_y, lq, noises=[noises.prior] + noises.steps)
+            z = sample_resshift(unet, schedule, z_y, lq, noises=[noises.prior, *noises.steps])
         ref = tiny_vq.decode(z).clamp(-1, 1)
     assert ours.shape == (1, 3, 64, 128)
     assert torch.allclose(ours, ref, atol=1e-5, rtol=0)
@@ -137,7 +137,7 @@ def test_super_resolve_equals_reference_samplers(request, tiny_vq, fixture, key,
 def test_noise_draws_follow_the_official_order():
     g = torch.Generator().manual_seed(5)
     n = draw_noises(CONTENDERS["resshift-v3"], Schedule.preset("v3"), (1, 3, 4, 4), g, torch.device("cpu"))
-    assert isinstance(n, NoiseSet) and n.noise_map is None and len(n.steps) == 4
+    assert isinstance(n, SamplingNoise) and n.student is None and len(n.steps) == 4
     g2 = torch.Generator().manual_seed(5)
     prior = torch.randn((1, 3, 4, 4), generator=g2)
     first_step = torch.randn((1, 3, 4, 4), generator=g2)
