@@ -1,15 +1,21 @@
-"""File helpers every part of the toolkit shares: content hashes and atomic writes.
+"""File helpers every part of the toolkit shares: content hashes, atomic writes, staging folders.
 
 An atomic write goes to a temp file in the destination folder and is renamed over the destination
 (``os.replace``) only once complete, so a crash or an error never leaves a half-written output and never
 destroys an existing file. Temp files get the permissions a plain ``open()`` would give (umask applied).
+
+A staging folder (``staging_dir``) holds a multi-file output while it is built; it is removed however
+the block ends, SIGTERM included (``timeout``, ``docker stop``, Slurm and CI send SIGTERM, not SIGINT).
 """
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import os
+import shutil
+import signal
 import tempfile
+import threading
 from pathlib import Path
 from typing import Iterator, Union
 
@@ -58,3 +64,48 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
 
 def atomic_write_text(path: PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+class Terminated(BaseException):
+    """SIGTERM, turned into an exception by ``sigterm_as_exception`` so cleanups run as on Ctrl-C.
+
+    A BaseException like KeyboardInterrupt, so ``except Exception`` blocks do not swallow it; the CLIs
+    turn it into one line and exit code 143."""
+
+
+@contextlib.contextmanager
+def sigterm_as_exception() -> Iterator[None]:
+    """While active, SIGTERM raises ``Terminated`` in the main thread instead of killing the process
+    outright, so ``finally`` blocks and context managers clean up. Nests; no-op off the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _raise(signum, frame):  # noqa: ARG001 - signal handler signature
+        raise Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise)
+    except (ValueError, OSError):  # pragma: no cover - no signals in this interpreter
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def staging_dir(parent: PathLike, prefix: str) -> Iterator[Path]:
+    """A fresh hidden folder ``<parent>/<prefix>XXXX`` to build outputs in; move the finished files
+    out of it inside the block. It is removed when the block ends: success, error, Ctrl-C or SIGTERM.
+
+    ``prefix`` should start with a dot (e.g. ``".rsd-export-"``) so listings skip it."""
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    with sigterm_as_exception():
+        path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)

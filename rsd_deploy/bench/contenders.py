@@ -15,7 +15,7 @@ from typing import Dict, Iterable, List, Optional, Tuple
 import torch
 from torch import nn
 
-from rsd_deploy.errors import BackendUnavailableError, CheckpointError, RSDError
+from rsd_deploy.errors import BackendUnavailableError, CheckpointError, ConfigError, RSDError
 from rsd_deploy.types import ModelKind
 
 logger = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ def parse_contenders(keys: Iterable[str]) -> List[Contender]:
     out = []
     for k in keys:
         if k not in CONTENDERS:
-            raise RSDError(f"unknown contender {k!r}; choose from {', '.join(CONTENDERS)}")
+            raise ConfigError(f"unknown contender {k!r}; choose from {', '.join(CONTENDERS)}")
         out.append(CONTENDERS[k])
     return out
 
@@ -91,11 +91,11 @@ def parse_backend_variant(key: str, device: str) -> BackendVariant:
     elif prefix == "ort":
         provider = "CPUExecutionProvider" if device == "cpu" else "CUDAExecutionProvider"
     if prefix not in _RUNTIME_OF or precision not in ("fp32", "fp16", "bf16", "int8"):
-        raise RSDError(f"unknown backend {key!r}; use <torch|torch-fast|torch-compile|ort|ort-cuda|ort-trt|trt>-"
+        raise ConfigError(f"unknown backend {key!r}; use <torch|torch-fast|torch-compile|ort|ort-cuda|ort-trt|trt>-"
                        f"<fp32|fp16|bf16|int8>")
     runtime = _RUNTIME_OF[prefix]
     if runtime.startswith("torch") and precision == "int8":
-        raise RSDError(f"backend {key!r}: PyTorch runs fp32, fp16 or bf16; int8 is ONNX Runtime / TensorRT only")
+        raise ConfigError(f"backend {key!r}: PyTorch runs fp32, fp16 or bf16; int8 is ONNX Runtime / TensorRT only")
     return BackendVariant(key=key, runtime=runtime, precision=precision, device=device, provider=provider)
 
 
@@ -158,7 +158,7 @@ def random_models(contenders: List[Contender], arch: str = "full", seed: int = 0
     from rsd_deploy.models import UNetSwin, VQAutoencoder
 
     if arch not in ("full", "tiny"):
-        raise RSDError(f"unknown architecture {arch!r}; use full or tiny")
+        raise ConfigError(f"unknown architecture {arch!r}; use full or tiny")
     # each network has its own seed, so the same weights come out whatever the contender order
     # (graphs exported in another process with the same seed hold the same weights)
     by_channels: Dict[int, nn.Module] = {}

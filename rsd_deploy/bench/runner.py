@@ -22,7 +22,7 @@ from rsd_deploy.bench.contenders import (
     random_models, schedule_for, steps_for, unavailable_reason,
 )
 from rsd_deploy.bench.timer import DeviceTimer, NullRecorder, measure
-from rsd_deploy.errors import RSDError, ShapeError
+from rsd_deploy.errors import ConfigError, RSDError, ShapeError
 from rsd_deploy.models.sampler import SamplingNoise, sample
 from rsd_deploy.pipeline.image_io import bicubic_x4
 from rsd_deploy.types import ModelInfo, ModelKind, TileConfig
@@ -58,22 +58,23 @@ class BenchConfig:
     output: str = "bench-results"
 
     def validate(self) -> None:
+        """Bad settings are usage errors (ConfigError, exit 2)."""
         if not self.contenders:
-            raise RSDError("no contenders selected; use --contender rsd (and others)")
+            raise ConfigError("no contenders selected; use --contender rsd (and others)")
         parse_contenders(self.contenders)
         for b in self.backends:
             parse_backend_variant(b, self.device)
         if self.batch < 1 or self.repeats < 1 or self.warmup < 0:
-            raise RSDError("batch and repeats must be >= 1 and warmup >= 0")
+            raise ConfigError("batch and repeats must be >= 1 and warmup >= 0")
         for h, w in self.sizes:
             if h < 1 or w < 1:
-                raise ShapeError(f"LR size {h}x{w} is not positive; use e.g. --size 64 or --size 96x128")
+                raise ConfigError(f"LR size {h}x{w} is not positive; use e.g. --size 64 or --size 96x128")
         if self.checkpoints and not self.vq:
-            raise RSDError("checkpoints given without --vq; pass the VQ autoencoder checkpoint too")
+            raise ConfigError("checkpoints given without --vq; pass the VQ autoencoder checkpoint too")
         if self.arch not in ("full", "tiny"):
-            raise RSDError(f"unknown --arch {self.arch!r}; use full or tiny")
+            raise ConfigError(f"unknown --arch {self.arch!r}; use full or tiny")
         if self.quality_hr and not self.quality_lr:
-            raise RSDError("--quality-hr needs --quality-lr (the LR images to super-resolve)")
+            raise ConfigError("--quality-hr needs --quality-lr (the LR images to super-resolve)")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -396,7 +397,7 @@ def parse_size(text: str) -> Size:
             return int(h), int(w)
         return int(text), int(text)
     except ValueError:
-        raise RSDError(f"bad size {text!r}; use N or HxW in LR pixels, e.g. 64 or 96x128") from None
+        raise ConfigError(f"bad size {text!r}; use N or HxW in LR pixels, e.g. 64 or 96x128") from None
 
 
 __all__ = ["BenchConfig", "run_benchmark", "super_resolve", "draw_noises", "measure_entry", "parse_size",

@@ -6,6 +6,8 @@ all four contenders, 1 warm-up + 3 timed runs, results in ``bench-results/``.
 """
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import logging
 import sys
 from pathlib import Path
@@ -14,7 +16,7 @@ from typing import Optional, Sequence
 import click
 
 from rsd_deploy.cli.common import reuse_freed_memory, run_command
-from rsd_deploy.errors import RSDError
+from rsd_deploy.errors import ConfigError
 from rsd_deploy.types import ModelKind
 
 _FIELDS_FROM_OPTIONS = {
@@ -33,9 +35,9 @@ def load_recipe(path: Path) -> dict:
     try:
         data = yaml.safe_load(Path(path).read_text()) or {}
     except (OSError, yaml.YAMLError) as e:
-        raise RSDError(f"recipe {path}: cannot be read ({str(e).splitlines()[0]}); pass a YAML file") from None
+        raise ConfigError(f"recipe {path}: cannot be read ({str(e).splitlines()[0]}); pass a YAML file") from None
     if not isinstance(data, dict):
-        raise RSDError(f"recipe {path}: must be a mapping of settings")
+        raise ConfigError(f"recipe {path}: must be a mapping of settings, not a {type(data).__name__}")
     data.pop("description", None)
     return data
 
@@ -73,24 +75,33 @@ def config_from_mapping(values: dict):
     if values.get("engine_dir") and not any(b.startswith("trt") for b in backends):
         backends.append("trt-fp16")
     values["backends"] = tuple(backends)
+    known = {f.name for f in dataclasses.fields(BenchConfig)}
+    unknown = sorted(str(k) for k in values if k not in known)
+    if unknown:
+        close = {k: difflib.get_close_matches(k, known, n=1) for k in unknown}
+        hints = ", ".join(f"{k!r}" + (f" (did you mean {close[k][0]!r}?)" if close[k] else "") for k in unknown)
+        raise ConfigError(f"unknown setting {hints}; see rsd-bench --help and benchmarks/recipes/")
     try:
         cfg = BenchConfig(**values)
-    except TypeError as e:
-        raise RSDError(f"bad setting: {e}; see rsd-bench --help and benchmarks/recipes/") from None
-    cfg.validate()
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"bad setting ({e}); see rsd-bench --help and benchmarks/recipes/") from None
+    try:
+        cfg.validate()
+    except TypeError as e:  # a recipe value of the wrong type (batch: "two")
+        raise ConfigError(f"bad setting type ({e}); see rsd-bench --help and benchmarks/recipes/") from None
     return cfg
 
 
 def _split_checkpoint(text: str):
     if "=" not in text:
-        raise RSDError(f"--checkpoint {text!r}: use CONTENDER=PATH, e.g. rsd=ema_model_2800.pth")
+        raise ConfigError(f"--checkpoint {text!r}: use CONTENDER=PATH, e.g. rsd=ema_model_2800.pth")
     k, v = text.split("=", 1)
     if not Path(v).is_file():
-        raise RSDError(f"--checkpoint {k}={v}: file not found")
+        raise ConfigError(f"--checkpoint {k}={v}: file not found; check the path")
     return k.strip(), v
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(name="rsd-bench", context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-o", "--output", default="bench-results", show_default=True, type=click.Path(file_okay=False),
               help="Folder for results.json, results.md, results.png.")
 @click.option("--recipe", type=click.Path(exists=True, dir_okay=False), help="YAML recipe (benchmarks/recipes/); "
@@ -122,7 +133,9 @@ def _split_checkpoint(text: str):
 @click.option("-v", "--verbose", is_flag=True)
 @click.pass_context
 def cli(ctx: click.Context, **params) -> None:
-    """Benchmark RSD against ResShift v1/v3 and SinSR on every available backend."""
+    """Benchmark RSD against ResShift v1/v3 and SinSR on every available backend.
+
+    Exit codes: docs/CLI.md (2 for a bad option or recipe)."""
     logging.basicConfig(level=logging.INFO if params["verbose"] else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     from rsd_deploy.bench import benchmark_and_report

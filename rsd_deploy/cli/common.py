@@ -2,22 +2,29 @@
 
 Usage in a command module::
 
-    @click.command()
+    @click.command(name="rsd-thing")   # the name is the prefix of unexpected-error lines
     ...
     def cli(...) -> int: ...          # returns the exit code (0 = success)
 
-    def main(argv=None) -> None:
-        sys.exit(run_command(cli, argv))
+    main = entry_point(cli)           # console script; tests call run_command(cli, argv)
+
+Every exception becomes one stderr line and an exit code from ``EXIT_CODES`` (docs/CLI.md):
+project errors (rsd_deploy.errors) keep their codes, usage errors exit 2, anything unexpected exits
+70 with ``run with -v for details`` (-v prints the traceback), SIGTERM cleans up like Ctrl-C.
 """
 from __future__ import annotations
 
 import logging
+import os
 import sys
-from typing import Optional, Sequence
+import traceback
+from pathlib import Path
+from typing import Callable, Optional, Sequence, Tuple
 
 import click
 
 from rsd_deploy.errors import RSDError
+from rsd_deploy.fileio import Terminated, sigterm_as_exception
 
 _PACKAGE_LOGGER = "rsd_deploy"
 
@@ -85,26 +92,111 @@ def print_error(message: str) -> None:
     click.echo(f"error: {message}", err=True)
 
 
-def run_command(command: click.Command, argv: Optional[Sequence[str]] = None) -> int:
-    """Run a click command and return its exit code.
+#: exit codes of every rsd-* command (docs/CLI.md prints this table; keep the two in step)
+EXIT_OK = 0
+EXIT_UNEXPECTED = 70  # an exception the project did not anticipate (a bug or an unhandled case)
+EXIT_OS_ERROR = 74  # the operating system refused (disk full, permissions) where no check caught it
+EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT)
+EXIT_TERMINATED = 143  # SIGTERM (timeout, docker stop, Slurm, CI)
+EXIT_CODES = {
+    0: "success",
+    1: "a general failure (e.g. rsd-bench measured nothing)",
+    2: "usage error: a bad option, option value or config (also click's own usage errors)",
+    3: "a checkpoint cannot be read, recognised or loaded (includes NaN/Inf or non-float weights)",
+    4: "a tensor or image shape the model cannot take",
+    5: "an image cannot be read or written (also an image too large for --max-output-megapixels)",
+    6: "ONNX export, an ONNX pre-pass or a parity check failed; a run produced non-finite outputs",
+    7: "an optional runtime (ONNX Runtime, TensorRT, CUDA, OpenVINO) is missing or has no device",
+    8: "a TensorRT engine was built for another TensorRT version, GPU or graph",
+    9: "an export folder's manifest.json is missing, invalid or points at missing/changed files",
+    10: "rsd-export --strict-accuracy: an FP16/INT8 pipeline is below its PSNR threshold",
+    EXIT_UNEXPECTED: "unexpected internal error: one line; run again with -v for the traceback and report it",
+    EXIT_OS_ERROR: "an operating-system error no check anticipated (disk full, permissions, ...)",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C); staged partial outputs are removed",
+    EXIT_TERMINATED: "terminated (SIGTERM); staged partial outputs are removed",
+}
 
-    The command returns an int exit code (None = 0). RSDError -> ``error: <msg>`` + its exit
-    code; usage errors -> click's message + 2; Ctrl-C -> 130. Other exceptions are bugs and
-    propagate with their traceback.
+
+def _wants_traceback(argv: Sequence[str]) -> bool:
+    """-v / -vv / --verbose anywhere before ``--`` (or RSD_TRACEBACK=1) shows the traceback of an unexpected error."""
+    if os.environ.get("RSD_TRACEBACK", "") not in ("", "0"):
+        return True
+    for arg in argv:
+        if arg == "--":
+            break
+        if arg == "--verbose" or (len(arg) > 1 and arg[0] == "-" and set(arg[1:]) == {"v"}):
+            return True
+    return False
+
+
+def _one_line(text: object) -> str:
+    lines = [line.strip() for line in str(text).strip().splitlines() if line.strip()]
+    first = lines[0] if lines else ""
+    return first if len(first) <= 300 else first[:297] + "..."
+
+
+def describe_unexpected(error: BaseException) -> Tuple[str, int]:
+    """(what happened, exit code) for an exception that is not an RSDError."""
+    if isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError":
+        return (f"out of memory ({_one_line(error) or type(error).__name__}); use smaller inputs, "
+                f"--tile or --tile-batch", EXIT_UNEXPECTED)
+    if isinstance(error, OSError) and error.strerror:
+        where = f"{error.filename}: " if error.filename else ""
+        return f"{where}{error.strerror}", EXIT_OS_ERROR
+    detail = _one_line(error)
+    return f"unexpected {type(error).__name__}" + (f" ({detail})" if detail else ""), EXIT_UNEXPECTED
+
+
+def run_command(command: click.Command, argv: Optional[Sequence[str]] = None) -> int:
+    """Run a click command and return its exit code (see ``EXIT_CODES``); never raises, never prints a
+    traceback unless asked (-v/--verbose).
+
+    The command returns an int exit code (None = 0). RSDError -> ``error: <msg>`` + its exit code;
+    click usage errors -> one ``error:`` line + 2; Ctrl-C -> 130; SIGTERM -> 143 (cleanups run);
+    any other exception -> ``error: <command>: <what happened>; run with -v for details`` + 70 (74 for
+    an OSError), and with -v the traceback first.
     """
+    args = list(argv) if argv is not None else sys.argv[1:]
+    name = command.name if command.name and command.name != "cli" else Path(sys.argv[0]).name or "rsd"
     try:
-        result = command.main(args=list(argv) if argv is not None else None, standalone_mode=False)
+        with sigterm_as_exception():
+            result = command.main(args=args, prog_name=name, standalone_mode=False)
     except RSDError as e:
-        print_error(str(e))
+        print_error(_one_line(e) or type(e).__name__)
         return e.exit_code
     except click.exceptions.Exit as e:
         return int(e.exit_code)
+    except click.UsageError as e:
+        hint = f"; see {e.ctx.command_path} --help" if e.ctx is not None else ""
+        print_error(_one_line(e.format_message()).rstrip(".") + hint)
+        return int(e.exit_code)
     except click.ClickException as e:
-        e.show()
+        print_error(_one_line(e.format_message()))
         return int(e.exit_code)
     except (click.exceptions.Abort, KeyboardInterrupt):
-        print_error("interrupted")
-        return 130
+        print_error(f"{name}: interrupted; nothing half-written was kept")
+        return EXIT_INTERRUPTED
+    except Terminated:
+        print_error(f"{name}: terminated (SIGTERM); nothing half-written was kept")
+        return EXIT_TERMINATED
+    except SystemExit as e:  # a library or click callback called sys.exit()
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except Exception as e:  # noqa: BLE001 - the one place that turns surprises into one line
+        what, code = describe_unexpected(e)
+        if _wants_traceback(args):
+            traceback.print_exc(file=sys.stderr)
+        print_error(f"{name}: {what}; run with -v for details")
+        return code
     if isinstance(result, int):
         return result
     return 0
+
+
+def entry_point(command: click.Command) -> Callable[[Optional[Sequence[str]]], None]:
+    """The console-script ``main`` of a command: ``main = entry_point(cli)``; exits with ``run_command``'s code."""
+
+    def main(argv: Optional[Sequence[str]] = None) -> None:
+        sys.exit(run_command(command, argv))
+
+    main.__doc__ = f"Console entry point of {command.name}: one-line errors and the documented exit codes."
+    return main

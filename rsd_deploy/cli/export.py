@@ -5,13 +5,12 @@ Options -> ``ExportConfig`` -> ``rsd_deploy.export.exporter.export_models``; ``-
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
 import click
 
-from rsd_deploy.cli.common import run_command, setup_logging
+from rsd_deploy.cli.common import entry_point, setup_logging
 from rsd_deploy.errors import ConfigError
 from rsd_deploy.types import ModelKind
 
@@ -26,6 +25,7 @@ Exit codes:
      (an FP32 graph that does not match PyTorch is never kept); 7 a runtime (TensorRT, CUDA)
      needed by --build-engine/--verify is missing; 9 bad manifest
   10 --strict-accuracy and an FP16/INT8 pipeline is below its PSNR threshold (40/30 dB)
+  all codes (70 unexpected error, 130/143 interrupted/terminated): docs/CLI.md
 """
 
 
@@ -111,7 +111,7 @@ def _triton(folder: Path, triton_dir: Path) -> None:
     click.echo(f"triton model repository: {getattr(repo, 'root', triton_dir)}")
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_HELP)
+@click.command(name="rsd-export", context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_HELP)
 @click.option("-o", "--output", "out_dir", type=_DIR, help="Export folder for the graphs, manifest.json and accuracy report.")
 @click.option("--checkpoint", type=_PATH, help="UNet / SinSR / RSD student weights. Default: the embedded demo model.")
 @click.option("--vq", type=_PATH, help="VQ-f4 autoencoder weights; needed with --checkpoint.")
@@ -196,8 +196,7 @@ def cli(out_dir: Optional[Path], checkpoint: Optional[Path], vq: Optional[Path],
     return exit_code
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
-    sys.exit(run_command(cli, argv))
+main = entry_point(cli)
 
 
 if __name__ == "__main__":  # pragma: no cover

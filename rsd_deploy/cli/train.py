@@ -7,15 +7,14 @@ Multi-GPU / multi-node: launch the same command under ``torchrun`` (see train/sc
 """
 from __future__ import annotations
 
-import sys
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Tuple
 
 import click
 
-from rsd_deploy.cli.common import run_command, setup_logging
+from rsd_deploy.cli.common import entry_point, setup_logging
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(name="rsd-train", context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
               help="training YAML (train/configs/*.yaml)")
 @click.option("--resume", type=click.Path(), default=None,
@@ -26,7 +25,7 @@ from rsd_deploy.cli.common import run_command, setup_logging
 @click.argument("overrides", nargs=-1)
 def cli(config_path: str, resume: Optional[str], dry_run: bool, verbose: int, quiet: bool,
         overrides: Tuple[str, ...]) -> int:
-    """Train with the method in the config (rsd, sinsr or teacher)."""
+    """Train with the method in the config (rsd, sinsr or teacher). Exit codes: docs/CLI.md."""
     import os
 
     setup_logging(verbose, quiet or int(os.environ.get("RANK", "0")) > 0)
@@ -45,8 +44,7 @@ def cli(config_path: str, resume: Optional[str], dry_run: bool, verbose: int, qu
     return 0
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
-    sys.exit(run_command(cli, argv))
+main = entry_point(cli)
 
 
 if __name__ == "__main__":

@@ -4,13 +4,12 @@ Options -> ``UpscaleConfig`` -> ``rsd_deploy.pipeline.upscale_files`` -> exit co
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Tuple
 
 import click
 
-from rsd_deploy.cli.common import print_error, reuse_freed_memory, run_command, setup_logging
+from rsd_deploy.cli.common import entry_point, print_error, reuse_freed_memory, setup_logging
 from rsd_deploy.pipeline.batch import UpscaleConfig, upscale_files
 from rsd_deploy.pipeline.loading import ModelSource
 from rsd_deploy.types import ModelKind, TileConfig
@@ -19,7 +18,7 @@ _PATH = click.Path(path_type=Path)
 _DIR = click.Path(path_type=Path, file_okay=False)
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(name="rsd-upscale", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("inputs", nargs=-1, required=True, type=_PATH)
 @click.option("-o", "--output", "output_dir", required=True, type=_DIR,
               help="Output folder (created if missing); each result is <stem>_x4.png.")
@@ -52,6 +51,8 @@ def cli(inputs: Tuple[Path, ...], output_dir: Path, checkpoint: Optional[Path], 
     """Super-resolve INPUT images (files or folders) x4 into the -o folder.
 
     Example: rsd-upscale photos/ -o photos_x4/ --tile-batch 4
+
+    A bad file fails alone (one line), the others are still written. Exit codes: docs/CLI.md.
     """
     setup_logging(verbose, quiet)
     _silence_opencv()
@@ -84,8 +85,7 @@ def _silence_opencv() -> None:
         set_level(0)  # silent
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
-    sys.exit(run_command(cli, argv))
+main = entry_point(cli)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -40,11 +40,13 @@ def test_recipe_is_overridden_by_options(tmp_path):
 
 
 @pytest.mark.parametrize("argv, code, words", [
-    (["--size", "0"], 4, "not positive"),
-    (["--size", "huge"], 1, "bad size"),
-    (["--backend", "tflite-fp32"], 1, "unknown backend"),
-    (["--checkpoint", "rsd"], 1, "CONTENDER=PATH"),
-    (["--checkpoint", "rsd=/nonexistent.pth"], 1, "file not found"),
+    (["--size", "0"], 2, "not positive"),
+    (["--size", "huge"], 2, "bad size"),
+    (["--backend", "tflite-fp32"], 2, "unknown backend"),
+    (["--checkpoint", "rsd"], 2, "CONTENDER=PATH"),
+    (["--checkpoint", "rsd=/nonexistent.pth"], 2, "file not found"),
+    (["--contender", "esrgan"], 2, "Invalid value for '--contender'"),  # click's own usage error: one line too
+    (["--no-such-option"], 2, "No such option"),
 ])
 def test_bad_input_one_line_error(tmp_path, capsys, argv, code, words):
     assert _exit_code(argv + ["-o", str(tmp_path / "x")]) == code
@@ -65,10 +67,20 @@ def test_every_recorded_recipe_is_a_valid_config():
         assert cfg.sizes and cfg.backends, path.name
 
 
-def test_unknown_recipe_key_is_an_error(tmp_path):
+@pytest.mark.parametrize("text, words", [
+    ("sizez: [16]\n", "unknown setting 'sizez' (did you mean 'sizes'?)"),
+    ("- sizes\n- [16]\n", "must be a mapping of settings, not a list"),
+    ("batch: two\n", "bad setting type"),
+    ("sizes: [16\n", "cannot be read"),
+])
+def test_bad_recipe_is_a_usage_error_in_one_line(tmp_path, capsys, text, words):
     recipe = tmp_path / "r.yaml"
-    recipe.write_text("sizez: [16]\n")
-    assert _exit_code(["--recipe", str(recipe), "-o", str(tmp_path / "x")]) == 1
+    recipe.write_text(text)
+    assert _exit_code(["--recipe", str(recipe), "-o", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: recipe") or err.startswith("error: "), err
+    assert words in err and "__init__" not in err and "Traceback" not in err, err
+    assert recipe.read_text() == text and not (tmp_path / "x").exists()
 
 
 def test_checkpoints_and_quality_against_hr(tmp_path, shared_dir):
