@@ -8,7 +8,7 @@ import torch
 from rsd_deploy.bench.contenders import CONTENDERS, parse_backend_variant
 from rsd_deploy.bench.runner import (BenchConfig, denoise_step_for, draw_noises, parse_size,
                                      run_benchmark, super_resolve)
-from rsd_deploy.errors import RSDError, ShapeError
+from rsd_deploy.errors import ConfigError, RSDError
 from rsd_deploy.models import SamplingNoise, Schedule, sample_onestep, sample_resshift
 
 from .conftest import CountingBackend, fake_models
@@ -93,7 +93,7 @@ def test_bad_sizes_and_unavailable_backends_are_recorded_not_fatal():
 
 
 def test_config_validation_errors():
-    with pytest.raises(ShapeError):
+    with pytest.raises(ConfigError, match="not positive"):  # a bad option value: usage error, exit 2
         BenchConfig(sizes=((0, 16),)).validate()
     with pytest.raises(RSDError, match="unknown contender"):
         BenchConfig(contenders=("esrgan",)).validate()
