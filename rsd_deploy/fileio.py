@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -109,3 +110,8 @@ def staging_dir(parent: PathLike, prefix: str) -> Iterator[Path]:
             yield path
         finally:
             shutil.rmtree(path, ignore_errors=True)
+
+
+def atomic_write_json(path: PathLike, data: object) -> Path:
+    """``data`` as indented JSON (newline-terminated), written atomically."""
+    return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")

@@ -1,8 +1,10 @@
 """ONNX Runtime backend: runs the graphs of an ``rsd-export`` folder (CPU, CUDA or TensorRT EP).
 
-The folder's ``manifest.json`` names the files of each precision, the latent multiple and the
-diffusion constants. The denoiser graph has the timestep T-1 and the input scaling folded in, so
-this backend runs one-step models only (``supported_steps = {T-1}``). Tensors cross the interface
+The folder's ``manifest.json`` names the files of each precision, the latent multiple, the
+diffusion constants and every graph tensor's role; tensors are bound by role (the names come from
+the manifest). The denoiser graph takes the prior sample z_t as ``Backend.denoise`` gets it, with
+the timestep T-1 and the input scaling folded in, so this backend runs one-step models only
+(``supported_steps = {T-1}``). Tensors cross the interface
 as CPU float32 torch tensors; the noise is drawn by the pipeline on the host, identically for every
 backend, so a seed gives the same image here as with the torch backend.
 """
@@ -17,6 +19,8 @@ import numpy as np
 import torch
 
 from rsd_deploy.backends.base import Backend, register_backend
+from rsd_deploy.bundle.manifest import Bundle, check_bundle_files
+from rsd_deploy.bundle.specs import Role
 from rsd_deploy.errors import BackendUnavailableError, ConfigError, ShapeError
 
 logger = logging.getLogger(__name__)
@@ -78,9 +82,6 @@ class OrtBackend(Backend):
     def __init__(self, options: OrtOptions):
         import onnxruntime as ort
 
-        from rsd_deploy.export.manifest import read_manifest
-        from rsd_deploy.export.manifest import verify_files as check_files
-
         folder = options.export_dir if options.export_dir is not None else options.model_dir
         precision, providers = options.precision, options.providers
         if folder is None:
@@ -88,7 +89,9 @@ class OrtBackend(Backend):
         if precision not in PRECISIONS:
             raise ConfigError(f"unknown precision {precision!r} for ONNX graphs; choose one of {', '.join(PRECISIONS)}")
         self.export_dir = Path(folder)
-        self.manifest = read_manifest(self.export_dir)
+        bundle = Bundle.open(self.export_dir, check_files=False)
+        self.manifest = bundle.manifest
+        self.specs = bundle.specs()
         self.precision = precision
         graphs = self.manifest["graphs"]
         missing = [g for g in ("encoder", "denoiser", "decoder") if precision not in graphs.get(g, {}).get("variants", {})]
@@ -96,8 +99,7 @@ class OrtBackend(Backend):
             flag = {"fp16": " --fp16", "int8": " --int8"}.get(precision, "")
             raise ConfigError(f"{self.export_dir} has no {precision} graph for {', '.join(missing)}; "
                               f"re-export with `rsd-export{flag} -o {self.export_dir}` or pick another --precision")
-        if options.verify_files:
-            check_files(self.export_dir, self.manifest, precision)
+        check_bundle_files(self.export_dir, self.manifest, verify_sha256=options.verify_files, precision=precision)
         self.providers = list(providers) if providers is not None else providers_for(options.device)
         session_options = ort.SessionOptions()
         if options.intra_op_threads:
@@ -147,15 +149,19 @@ class OrtBackend(Backend):
     def _np(t: torch.Tensor) -> np.ndarray:
         return np.ascontiguousarray(t.detach().to("cpu", torch.float32).numpy())
 
+    def _run(self, graph: str, output: str, inputs: Dict[str, Optional[np.ndarray]]) -> torch.Tensor:
+        spec = self.specs[graph]
+        (out,) = self.sessions[graph].run([spec.name_of(output)], spec.feeds(inputs))
+        return torch.from_numpy(out)
+
     def encode(self, image: torch.Tensor) -> torch.Tensor:
         """(B, 3, 4h, 4w) float32 in [-1, 1] -> (B, 3, h, w) float32 continuous latent (CPU)."""
         self._check(image, 4, "image")
-        (z,) = self.sessions["encoder"].run(["latent"], {"image": self._np(image)})
-        return torch.from_numpy(z)
+        return self._run("encoder", Role.LATENT, {Role.LR_UPSAMPLED: self._np(image)})
 
     def denoise(self, z_t: torch.Tensor, step: int, lq: torch.Tensor,
                 noise: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """x0 (B, 3, h, w) from the unscaled z_T at step T-1 (folded in the graph); lq in [-1, 1];
+        """x0 (B, 3, h, w) from the unscaled prior sample z_T at step T-1 (folded in the graph); lq in [-1, 1];
         noise (B, noise_channels, h, w) for RSD students."""
         if step != self.timestep:
             raise ShapeError(f"the exported denoiser runs only step {self.timestep} (one-step graph, t folded in); "
@@ -164,19 +170,13 @@ class OrtBackend(Backend):
             raise ShapeError(f"this denoiser takes {self.noise_channels} noise channel(s); "
                              f"{'pass' if self.noise_channels else 'do not pass'} a noise map")
         self._check(z_t, 1, "z_t")
-        z = self._np(z_t)
-        # the graph forms z_T = z_y + prior_std * prior_noise; the pipeline already holds z_T
-        feeds = {"z_y": z, "prior_noise": np.zeros_like(z), "lq": self._np(lq)}
-        if noise is not None:
-            feeds["noise"] = self._np(noise)
-        (x0,) = self.sessions["denoiser"].run(["x0"], feeds)
-        return torch.from_numpy(x0)
+        return self._run("denoiser", Role.X0, {Role.Z_T: self._np(z_t), Role.LQ: self._np(lq),
+                                                Role.STUDENT_NOISE: None if noise is None else self._np(noise)})
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """(B, 3, h, w) latent -> quantise (fp32 in every variant) -> (B, 3, 4h, 4w) float32, not clamped."""
         self._check(z, 1, "latent")
-        (image,) = self.sessions["decoder"].run(["image"], {"latent": self._np(z)})
-        return torch.from_numpy(image)
+        return self._run("decoder", Role.SR_IMAGE, {Role.X0: self._np(z)})
 
     def close(self) -> None:
         self.sessions.clear()

@@ -8,8 +8,8 @@ address of every I/O tensor and runs ``execute_async_v3`` on a private torch CUD
 one plain run.
 
 The denoiser graph has the one-step timestep T-1 and the input scaling folded in, so this backend
-runs only step T-1 (``supported_steps``). The graph forms z_T = z_y + kappa sqrt(eta_T) prior_noise
-itself; ``denoise`` receives z_T from the pipeline, so it feeds z_y := z_T and prior_noise := 0.
+runs only step T-1 (``supported_steps``). It takes the prior sample z_t that ``denoise`` receives
+from the sampler as it is; tensors are bound by role (names from the manifest).
 """
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Union
 import torch
 
 from rsd_deploy.backends.base import Backend, register_backend
+from rsd_deploy.bundle.manifest import Bundle
+from rsd_deploy.bundle.specs import Role
 from rsd_deploy.errors import BackendUnavailableError, ConfigError, ManifestError, ShapeError
 from rsd_deploy.export import trt
 from rsd_deploy.export.engine_build import PRECISION_FALLBACK, check_engine, rebuild_command
@@ -85,8 +87,6 @@ class TensorRTBackend(Backend):
     def __init__(self, options: TensorRTOptions) -> None:
         engine_dir, model_dir, precision = options.engine_dir, options.model_dir, options.precision
         device, cuda_graphs = options.device, options.cuda_graphs
-        from rsd_deploy.export.bundle import Bundle
-
         folder = engine_dir if engine_dir is not None else model_dir
         if folder is None:
             raise ConfigError("the tensorrt backend needs the engine folder (--engine DIR)")
@@ -128,7 +128,6 @@ class TensorRTBackend(Backend):
         except BaseException:
             self.close()
             raise
-        self._zeros: Dict[Tuple[int, ...], torch.Tensor] = {}
         log.info("TensorRT %s backend on %s (%s): %s", precision, gpu.name, gpu.sm, self.engine_precisions)
 
     def _model_info(self) -> Any:
@@ -173,8 +172,7 @@ class TensorRTBackend(Backend):
 
     def encode(self, image: torch.Tensor) -> torch.Tensor:
         """(B, 3, 4h, 4w) image in [-1, 1] -> (B, 3, h, w) float32 latent on the GPU."""
-        spec = self.specs["encoder"]
-        return self._run("encoder", {spec.input_names[0]: image})
+        return self._run("encoder", self.specs["encoder"].feeds({Role.LR_UPSAMPLED: image}))
 
     def denoise(self, z_t: torch.Tensor, step: int, lq: torch.Tensor,
                 noise: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -182,26 +180,17 @@ class TensorRTBackend(Backend):
         if step != self.timestep:
             raise ConfigError(f"the TensorRT denoiser engine runs only step {self.timestep} (one-step graph), "
                               f"not step {step}; use the torch backend for multi-step sampling")
-        names = self.runners["denoiser"].input_names
-        if (noise is None) != ("noise" not in names):
+        spec = self.specs["denoiser"]
+        if (noise is None) != all(t.role != Role.STUDENT_NOISE for t in spec.inputs):
             raise ShapeError("the denoiser engine " + ("needs an RSD noise map" if noise is None else
                              "has no noise input (not an RSD student)") + "; check the model kind of the export")
-        key = tuple(z_t.shape)
-        zeros = self._zeros.get(key)
-        if zeros is None:
-            zeros = self._zeros[key] = torch.zeros(key, dtype=torch.float32, device=self._device)
-        feeds = {"z_y": z_t, "prior_noise": zeros, "lq": lq}
-        if noise is not None:
-            feeds["noise"] = noise
-        return self._run("denoiser", feeds)
+        return self._run("denoiser", spec.feeds({Role.Z_T: z_t, Role.LQ: lq, Role.STUDENT_NOISE: noise}))
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """(B, 3, h, w) latent -> (B, 3, 4h, 4w) float32 image, not clamped."""
-        spec = self.specs["decoder"]
-        return self._run("decoder", {spec.input_names[0]: z})
+        return self._run("decoder", self.specs["decoder"].feeds({Role.X0: z}))
 
     def close(self) -> None:
         for runner in getattr(self, "runners", {}).values():
             runner.close()
         self.runners = {}
-        getattr(self, "_zeros", {}).clear()

@@ -67,7 +67,7 @@ def _build_engines(folder: Path, precisions: Sequence[str], shapes) -> None:
         from rsd_deploy.export.engine_build import EngineBuildOptions, build_engines
     except ImportError as exc:
         raise ConfigError(f"--build-engine: the TensorRT engine builder is not available ({exc})") from exc
-    from rsd_deploy.export.specs import ShapeProfile
+    from rsd_deploy.bundle.specs import ShapeProfile
 
     profile = None
     if any(s is not None for s in shapes):
@@ -80,35 +80,24 @@ def _build_engines(folder: Path, precisions: Sequence[str], shapes) -> None:
 
 
 def _available_precisions(folder: Path) -> Tuple[str, ...]:
-    from rsd_deploy.export.manifest import read_manifest
+    from rsd_deploy.bundle.manifest import load_manifest
 
-    manifest = read_manifest(folder)
+    manifest = load_manifest(folder)
     found = set.intersection(*(set(g["variants"]) for g in manifest["graphs"].values()))
     return tuple(p for p in ("fp32", "fp16", "int8") if p in found)
 
 
 def _verify(folder: Path) -> None:
-    try:
-        from rsd_deploy.export import trt_verify  # type: ignore[attr-defined]
-    except ImportError as exc:
-        raise ConfigError(f"--verify: the TensorRT verification module is not available ({exc})") from exc
-    for name in ("verify_engines", "verify_bundle", "verify"):
-        fn = getattr(trt_verify, name, None)
-        if callable(fn):
-            result = fn(folder)
-            if result is not None:
-                click.echo(str(result))
-            return
-    raise ConfigError("--verify: rsd_deploy.export.trt_verify has no verify_engines(); update rsd-deploy")
+    from rsd_deploy.export.trt_verify import verify_engines
+
+    click.echo(str(verify_engines(folder)))
 
 
 def _triton(folder: Path, triton_dir: Path) -> None:
-    try:
-        from rsd_deploy.export.triton import write_model_repository
-    except ImportError as exc:
-        raise ConfigError(f"--triton: the Triton repository writer is not available ({exc})") from exc
+    from rsd_deploy.export.triton import write_model_repository
+
     repo = write_model_repository(folder, triton_dir)
-    click.echo(f"triton model repository: {getattr(repo, 'root', triton_dir)}")
+    click.echo(f"triton model repository: {repo.root}")
 
 
 @click.command(name="rsd-export", context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_HELP)

@@ -2,7 +2,7 @@
 
 LR crops come from image folders (default: ``shared/data/imagenet_val_sr/lq`` and crops of
 ``shared/data/realset65``). Each graph is calibrated on the inputs it really sees in the pipeline:
-the encoder on bicubic-x4 LR crops, the denoiser on the fp32 encoder's z_y plus real prior noise
+the encoder on bicubic-x4 LR crops, the denoiser on the prior sample over the fp32 encoder's z_y (real prior noise)
 (and the RSD noise map) and the LR crop, the decoder on the fp32 denoiser's x0.
 """
 from __future__ import annotations
@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rsd_deploy.bundle.specs import ExportSpec, Role, graph_specs
 from rsd_deploy.errors import ConfigError
 from rsd_deploy.pipeline.image_io import SUPPORTED_EXTENSIONS, image_files, read_rgb_float
 
@@ -106,22 +107,24 @@ class PipelineSample:
     lq: np.ndarray
     image: np.ndarray  # bicubic-x4 LR: the encoder input
     z_y: np.ndarray
-    prior_noise: np.ndarray
+    prior_noise: np.ndarray  # eps of z_T = z_y + prior_std * eps
+    prior_std: float
     noise: Optional[np.ndarray]
     x0: np.ndarray
     sr: np.ndarray  # decoder output, not clamped
+    specs: Dict[str, ExportSpec]  # the graphs' I/O (names by role)
 
-    def feeds(self, graph: str) -> Dict[str, np.ndarray]:
-        if graph == "encoder":
-            return {"image": self.image}
-        if graph == "denoiser":
-            d = {"z_y": self.z_y, "prior_noise": self.prior_noise, "lq": self.lq}
-            if self.noise is not None:
-                d["noise"] = self.noise
-            return d
-        if graph == "decoder":
-            return {"latent": self.x0}
-        raise KeyError(graph)
+    def z_t(self, z_y: Optional[np.ndarray] = None) -> np.ndarray:
+        """The denoiser input: the prior sample over this sample's z_y, or over another encoder's."""
+        base = self.z_y if z_y is None else z_y
+        return (base + np.float32(self.prior_std) * self.prior_noise).astype(np.float32)
+
+    def feeds(self, graph: str, z_y: Optional[np.ndarray] = None) -> Dict[str, np.ndarray]:
+        """{input name: array} of ``graph`` (the denoiser's z_t formed over ``z_y`` when given)."""
+        by_role = {"encoder": {Role.LR_UPSAMPLED: self.image},
+                   "denoiser": {Role.Z_T: self.z_t(z_y), Role.LQ: self.lq, Role.STUDENT_NOISE: self.noise},
+                   "decoder": {Role.X0: self.x0}}[graph]
+        return self.specs[graph].feeds(by_role)
 
     def reference(self, graph: str) -> np.ndarray:
         return {"encoder": self.z_y, "denoiser": self.x0, "decoder": self.sr}[graph]
@@ -132,6 +135,9 @@ def reference_samples(modules: Dict[str, torch.nn.Module], crops: Sequence[np.nd
                       seed: int = 0) -> List[PipelineSample]:
     """Run the fp32 PyTorch graph modules (EncoderGraph, DenoiserGraph, DecoderGraph) on each crop."""
     gen = torch.Generator().manual_seed(seed)
+    denoiser = modules["denoiser"]
+    prior_std = float(denoiser.constants.prior_std)  # type: ignore[union-attr]
+    specs = graph_specs(int(denoiser.unet.config.input_multiple), noise_channels)  # type: ignore[union-attr]
     samples = []
     for lr in crops:
         lq = torch.from_numpy(lr)
@@ -139,8 +145,10 @@ def reference_samples(modules: Dict[str, torch.nn.Module], crops: Sequence[np.nd
         z_y = modules["encoder"](image)
         prior = torch.randn(z_y.shape, generator=gen)
         noise = torch.randn((z_y.shape[0], noise_channels, *z_y.shape[2:]), generator=gen) if noise_channels else None
-        x0 = modules["denoiser"](z_y, prior, lq, noise) if noise is not None else modules["denoiser"](z_y, prior, lq)
+        z_t = z_y + prior_std * prior
+        x0 = denoiser(z_t, lq, noise) if noise is not None else denoiser(z_t, lq)
         sr = modules["decoder"](x0)
         samples.append(PipelineSample(lq=lr, image=image.numpy(), z_y=z_y.numpy(), prior_noise=prior.numpy(),
-                                      noise=None if noise is None else noise.numpy(), x0=x0.numpy(), sr=sr.numpy()))
+                                      prior_std=prior_std, noise=None if noise is None else noise.numpy(),
+                                      x0=x0.numpy(), sr=sr.numpy(), specs=specs))
     return samples

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from rsd_deploy.errors import ConfigError, EngineMismatchError, ExportError, ManifestError
 from rsd_deploy.export import trt
-from rsd_deploy.export.specs import SUBMODELS, ShapeProfile
+from rsd_deploy.bundle.specs import SUBMODELS, ShapeProfile
 from rsd_deploy.export.trt import BuildSettings, GpuIdentity, tensorrt_status
 
 log = logging.getLogger(__name__)
@@ -219,7 +219,7 @@ def trt_plan_sha256(path: Path) -> str:
 
 
 def _load_manifest(onnx_dir: Path) -> Dict[str, Any]:
-    from rsd_deploy.export.bundle import load_manifest
+    from rsd_deploy.bundle.manifest import load_manifest
 
     return load_manifest(onnx_dir, check_files=True, verify_sha256=False)
 
@@ -231,7 +231,7 @@ def plan_jobs(onnx_dir: Path, manifest: Mapping[str, Any], precisions: Sequence[
     A submodel without a graph at a requested precision is skipped with a warning (the backend
     falls back along PRECISION_FALLBACK); a precision no submodel has is an error.
     """
-    from rsd_deploy.export.bundle import spec_from_dict
+    from rsd_deploy.bundle.specs import ExportSpec
 
     unknown = [p for p in precisions if p not in PRECISIONS]
     if unknown or not precisions:
@@ -259,7 +259,7 @@ def plan_jobs(onnx_dir: Path, manifest: Mapping[str, Any], precisions: Sequence[
                 raise ManifestError(f"{onnx_path} does not match its sha256 in manifest.json (modified or partial); "
                                     f"re-run rsd-export -o {onnx_dir}")
             external = [onnx_dir / f for f in variant.get("external_data", [])]
-            spec = spec_from_dict(graph["spec"])
+            spec = ExportSpec.from_dict(graph["spec"])
             profile = spec.trt_profile(options.profile)  # ShapeError if not multiples of spec.multiple
             settings = BuildSettings(
                 profile={name: (tuple(a), tuple(b), tuple(c)) for name, (a, b, c) in profile.items()},
@@ -301,7 +301,8 @@ def _opt_shapes(settings: BuildSettings) -> Dict[str, Tuple[int, ...]]:
 
 def build_engine(job: EngineJob, options: EngineBuildOptions, timing_cache: Optional[Path]) -> Dict[str, Any]:
     """Build one engine, check its layer precisions, write plan + sidecar atomically; returns the sidecar."""
-    from rsd_deploy.export.manifest import utc_now, write_json_atomic
+    from rsd_deploy.bundle.manifest import utc_now
+    from rsd_deploy.fileio import atomic_write_json as write_json_atomic
 
     log.info("building %s from %s", job.plan_path.name, job.onnx_path.name)
     plan = trt.build_serialized_engine(job.onnx_path, job.settings, timing_cache)
@@ -325,7 +326,7 @@ def build_engine(job: EngineJob, options: EngineBuildOptions, timing_cache: Opti
 
 
 def _update_manifest(onnx_dir: Path, entries: Mapping[Tuple[str, str], Mapping[str, Any]], tensorrt_version: str) -> None:
-    from rsd_deploy.export.manifest import MANIFEST_NAME, write_json_atomic
+    from rsd_deploy.bundle.manifest import MANIFEST_NAME, write_manifest
 
     path = onnx_dir / MANIFEST_NAME
     manifest = json.loads(path.read_text())
@@ -337,7 +338,7 @@ def _update_manifest(onnx_dir: Path, entries: Mapping[Tuple[str, str], Mapping[s
         }
     manifest["engines"] = engines
     manifest.setdefault("versions", {})["tensorrt"] = tensorrt_version
-    write_json_atomic(path, manifest)
+    write_manifest(onnx_dir, manifest)
 
 
 def build_engines(onnx_dir: Path, precisions: Sequence[str],

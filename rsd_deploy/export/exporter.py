@@ -21,10 +21,11 @@ import torch
 from torch import nn
 
 from rsd_deploy.errors import ConfigError, ExportError, ShapeError
-from rsd_deploy.export import manifest as mf
+from rsd_deploy.bundle import manifest as mf
+from rsd_deploy.fileio import atomic_write_json, atomic_write_text
 from rsd_deploy.export.onnx_export import (DEFAULT_OPSET, DiffusionConstants, ExportedGraph, build_specs, export_graph,
                                            graph_modules, save_onnx)
-from rsd_deploy.export.specs import SUBMODELS, ShapeProfile, default_profile
+from rsd_deploy.bundle.specs import SUBMODELS, Role, ShapeProfile, decoder_spec, default_profile
 from rsd_deploy.export.validate import ParityResult
 from rsd_deploy.types import ModelKind
 
@@ -157,7 +158,7 @@ def decoder_parity_feeds(vq: Any) -> Callable[[int, int, int, int], Dict[str, np
         direction = rng.standard_normal(z.shape)
         direction /= np.linalg.norm(direction, axis=-1, keepdims=True) + 1e-12
         z = z + radius * rng.uniform(0, 1, size=(b, h, w, 1)) * direction
-        return {"latent": np.ascontiguousarray(z.transpose(0, 3, 1, 2)).astype(np.float32)}
+        return decoder_spec(1).feeds({Role.X0: np.ascontiguousarray(z.transpose(0, 3, 1, 2)).astype(np.float32)})
 
     return feeds
 
@@ -315,9 +316,9 @@ def export_models(config: ExportConfig) -> ExportResult:
         accuracy["fp32_parity"] = [{"graph": r.graph, "shape": list(r.shape), "max_abs": r.max_abs,
                                     "mean_abs": r.mean_abs, "atol": r.atol} for r in parity]
         accuracy["lint"] = lint_results
-        mf.write_json_atomic(out_dir / mf.ACCURACY_JSON, accuracy)
-        mf.write_text_atomic(out_dir / mf.ACCURACY_MD, report.to_markdown())
-        mf.write_json_atomic(out_dir / mf.MANIFEST_NAME, manifest)
+        atomic_write_json(out_dir / mf.ACCURACY_JSON, accuracy)
+        atomic_write_text(out_dir / mf.ACCURACY_MD, report.to_markdown())
+        mf.write_manifest(out_dir, manifest)
     finally:
         bar.close()
         shutil.rmtree(staging, ignore_errors=True)

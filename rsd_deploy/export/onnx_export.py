@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from rsd_deploy.errors import ExportError
-from rsd_deploy.export.specs import ExportSpec, ShapeProfile, decoder_spec, denoiser_spec, encoder_spec
+from rsd_deploy.bundle.specs import ExportSpec, ShapeProfile, graph_specs
 
 logger = logging.getLogger(__name__)
 
@@ -73,26 +73,25 @@ class EncoderGraph(nn.Module):
 
 
 class DenoiserGraph(nn.Module):
-    """One-step student: (z_y, prior_noise, lq[, noise]) -> x0, all (B, C, h, w) float32.
+    """One-step student: (z_t, lq[, noise]) -> x0, all (B, C, h, w) float32.
 
-    z_T = z_y + kappa*sqrt(eta_T)*prior_noise and the input scaling 1/sqrt(kappa^2 eta_T + 1) are
-    computed in the graph, and the timestep T-1 is a constant (folded with the time embedding).
-    A host that already holds z_T passes it as ``z_y`` with ``prior_noise`` = 0.
+    z_t is the unscaled prior sample z_T = z_y + kappa*sqrt(eta_T)*eps that the host's sampler draws
+    (``Schedule.prior``), i.e. exactly what ``Backend.denoise`` receives. The input scaling
+    1/sqrt(kappa^2 eta_T + 1) is computed in the graph and the timestep T-1 is a constant (folded
+    with the time embedding).
     """
 
     def __init__(self, unet: Any, constants: DiffusionConstants) -> None:
         super().__init__()
         self.unet = unet
-        self.prior_std = float(constants.prior_std)
+        self.constants = constants
         self.input_scale = float(constants.input_scale)
         # shape (1,): broadcasts over the batch inside the UNet and lets the exporter fold the
         # whole time-embedding MLP into constants
         self.register_buffer("timestep", torch.tensor([constants.timestep], dtype=torch.int64), persistent=False)
         self.noise_channels = int(getattr(unet.config, "noise_channels", 0))
 
-    def forward(self, z_y: torch.Tensor, prior_noise: torch.Tensor, lq: torch.Tensor,
-                noise: Optional[torch.Tensor] = None) -> torch.Tensor:
-        z_t = z_y + self.prior_std * prior_noise
+    def forward(self, z_t: torch.Tensor, lq: torch.Tensor, noise: Optional[torch.Tensor] = None) -> torch.Tensor:
         x = z_t * self.input_scale
         return self.unet(x, self.timestep, lq, noise)
 
@@ -111,13 +110,7 @@ class DecoderGraph(nn.Module):
 def build_specs(unet_config, profile: Optional[ShapeProfile] = None) -> Dict[str, ExportSpec]:
     """The three specs for one model. All graphs share the UNet's latent multiple so one tile size
     (and one engine profile) serves the whole pipeline."""
-    multiple = int(unet_config.input_multiple)
-    noise_channels = int(getattr(unet_config, "noise_channels", 0))
-    return {
-        "encoder": encoder_spec(multiple, profile),
-        "denoiser": denoiser_spec(multiple, noise_channels, profile),
-        "decoder": decoder_spec(multiple, profile),
-    }
+    return graph_specs(int(unet_config.input_multiple), int(getattr(unet_config, "noise_channels", 0)), profile)
 
 
 def graph_modules(unet: nn.Module, vq: nn.Module, constants: DiffusionConstants) -> Dict[str, nn.Module]:

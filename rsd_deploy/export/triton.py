@@ -6,6 +6,7 @@ Layout written into ``triton_dir`` (``name`` defaults to "rsd")::
     rsd_denoiser/   config.pbtxt  1/model.onnx | 1/model.plan   one-step denoiser (constants folded in)
     rsd_decoder/    config.pbtxt  1/model.onnx | 1/model.plan   VQ decoder incl. quantiser
     rsd_preprocess/ config.pbtxt  1/model.py                    Python backend: pad, bicubic x4, noise
+    rsd_prior/      config.pbtxt  1/model.py                    Python backend: z_t = z_y + prior_std * eps
     rsd_postprocess/config.pbtxt  1/model.py                    Python backend: crop, clamp, uint8
     rsd/            config.pbtxt  1/                            ensemble: LR_IMAGE + SEED -> SR_IMAGE
 
@@ -13,7 +14,8 @@ The networks get ``max_batch_size`` > 0 (the batch axis is implicit, so ``dims``
 dynamic batching and GPU instance groups; requests batch when their shapes agree (same-size tiles).
 TensorRT plans are used when the bundle has engines of the requested precision for all three
 graphs (they must be built for the server's TensorRT version and GPU), ONNX graphs otherwise
-(``onnxruntime_onnx``, external weight files copied beside ``model.onnx``).
+(``onnxruntime_onnx``, external weight files copied beside ``model.onnx``). The ensemble wires the
+graphs by the tensor roles of the manifest's specs; graph I/O names are read from there.
 """
 from __future__ import annotations
 
@@ -23,17 +25,18 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
+from rsd_deploy.bundle.manifest import load_manifest
+from rsd_deploy.bundle.specs import SUBMODELS, ExportSpec, Role
 from rsd_deploy.errors import ConfigError, ManifestError
-from rsd_deploy.export.bundle import SUBMODEL_NAMES, load_manifest
 
 logger = logging.getLogger(__name__)
 
 PathLike = Union[str, Path]
 PLATFORMS = ("auto", "tensorrt_plan", "onnxruntime_onnx")
 INSTANCE_KINDS = ("KIND_GPU", "KIND_CPU", "KIND_AUTO")
-_PYTHON_MODELS = {"preprocess": "preprocess_model.py", "postprocess": "postprocess_model.py"}
+_PYTHON_MODELS = {"preprocess": "preprocess_model.py", "prior": "prior_model.py", "postprocess": "postprocess_model.py"}
 
 
 class Enum(str):
@@ -169,6 +172,19 @@ def _preprocess_config(name: str, manifest: dict, max_batch: int, options: Trito
     }
 
 
+def _prior_config(name: str, manifest: dict, max_batch: int, options: TritonOptions) -> Dict[str, Any]:
+    return {
+        "name": name,
+        "backend": "python",
+        "max_batch_size": max_batch,
+        "input": [_tensor("Z_Y", "TYPE_FP32", [3, -1, -1]), _tensor("PRIOR_NOISE", "TYPE_FP32", [3, -1, -1])],
+        "output": [_tensor("Z_T", "TYPE_FP32", [3, -1, -1])],
+        "dynamic_batching": _batching(options, max_batch),
+        "instance_group": [{"count": options.python_instance_count, "kind": Enum("KIND_CPU")}],
+        "parameters": _parameters({"prior_std": repr(float(manifest["diffusion"]["prior_std"]))}),
+    }
+
+
 def _postprocess_config(name: str, manifest: dict, max_batch: int, options: TritonOptions) -> Dict[str, Any]:
     return {
         "name": name,
@@ -189,12 +205,15 @@ def _step(model: str, inputs: Dict[str, str], outputs: Dict[str, str]) -> Dict[s
 
 
 def _ensemble_config(names: Dict[str, str], manifest: dict, max_batch: int) -> Dict[str, Any]:
+    """The ensemble; its internal tensors are named by role, the graphs' I/O names come from the specs."""
     nc = int(manifest["model"]["noise_channels"])
-    pre_out = {"LQ": "lq", "IMAGE": "image_x4", "PRIOR_NOISE": "prior_noise", "ORIG_SIZE": "orig_size"}
-    den_in = {"z_y": "z_y", "prior_noise": "prior_noise", "lq": "lq"}
+    specs = {g: ExportSpec.from_dict(manifest["graphs"][g]["spec"]) for g in SUBMODELS}
+    enc, den, dec = specs["encoder"], specs["denoiser"], specs["decoder"]
+    pre_out = {"LQ": Role.LQ, "IMAGE": Role.LR_UPSAMPLED, "PRIOR_NOISE": "prior_eps", "ORIG_SIZE": "orig_size"}
+    den_in = {den.name_of(Role.Z_T): Role.Z_T, den.name_of(Role.LQ): Role.LQ}
     if nc:
-        pre_out["NOISE"] = "student_noise"
-        den_in["noise"] = "student_noise"
+        pre_out["NOISE"] = Role.STUDENT_NOISE
+        den_in[den.name_of(Role.STUDENT_NOISE)] = Role.STUDENT_NOISE
     return {
         "name": names["ensemble"],
         "platform": "ensemble",
@@ -203,10 +222,12 @@ def _ensemble_config(names: Dict[str, str], manifest: dict, max_batch: int) -> D
         "output": [_tensor("SR_IMAGE", "TYPE_UINT8", [-1, -1, 3])],
         "ensemble_scheduling": {"step": [
             _step(names["preprocess"], {"LR_IMAGE": "LR_IMAGE", "SEED": "SEED"}, pre_out),
-            _step(names["encoder"], {"image": "image_x4"}, {"latent": "z_y"}),
-            _step(names["denoiser"], den_in, {"x0": "x0"}),
-            _step(names["decoder"], {"latent": "x0"}, {"image": "sr_float"}),
-            _step(names["postprocess"], {"SR": "sr_float", "ORIG_SIZE": "orig_size"}, {"SR_IMAGE": "SR_IMAGE"}),
+            _step(names["encoder"], {enc.name_of(Role.LR_UPSAMPLED): Role.LR_UPSAMPLED},
+                  {enc.name_of(Role.LATENT): Role.LATENT}),
+            _step(names["prior"], {"Z_Y": Role.LATENT, "PRIOR_NOISE": "prior_eps"}, {"Z_T": Role.Z_T}),
+            _step(names["denoiser"], den_in, {den.name_of(Role.X0): Role.X0}),
+            _step(names["decoder"], {dec.name_of(Role.X0): Role.X0}, {dec.name_of(Role.SR_IMAGE): Role.SR_IMAGE}),
+            _step(names["postprocess"], {"SR": Role.SR_IMAGE, "ORIG_SIZE": "orig_size"}, {"SR_IMAGE": "SR_IMAGE"}),
         ]},
     }
 
@@ -222,10 +243,10 @@ def _place(src: Path, dst: Path) -> None:
 
 def _choose_platform(manifest: dict, options: TritonOptions) -> str:
     engines = manifest.get("engines") or {}
-    have_plans = all(options.precision in (engines.get(g) or {}) for g in SUBMODEL_NAMES)
+    have_plans = all(options.precision in (engines.get(g) or {}) for g in SUBMODELS)
     if options.platform == "tensorrt_plan" and not have_plans:
         raise ManifestError(f"the bundle has no {options.precision} TensorRT engines for all of "
-                            f"{', '.join(SUBMODEL_NAMES)}; build them (rsd-export --engines) or use onnxruntime_onnx")
+                            f"{', '.join(SUBMODELS)}; build them (rsd-export --engines) or use onnxruntime_onnx")
     if options.platform == "auto":
         return "tensorrt_plan" if have_plans else "onnxruntime_onnx"
     return options.platform
@@ -238,7 +259,7 @@ def write_model_repository(export_dir: PathLike, triton_dir: PathLike, options: 
     Args:
         export_dir: an ``rsd-export`` output folder (validated with :func:`load_manifest`).
         triton_dir: the model repository to create (must be absent or empty unless ``overwrite``;
-            then only this ensemble's six model folders are replaced).
+            then only this ensemble's seven model folders are replaced).
         options / overrides: :class:`TritonOptions` (keyword overrides win).
 
     Returns:
@@ -251,12 +272,12 @@ def write_model_repository(export_dir: PathLike, triton_dir: PathLike, options: 
     export_dir, triton_dir = Path(export_dir), Path(triton_dir)
     manifest = load_manifest(export_dir)
     graphs = manifest["graphs"]
-    for g in SUBMODEL_NAMES:
+    for g in SUBMODELS:
         if opts.precision not in graphs[g]["variants"]:
             raise ManifestError(f"{export_dir}: no {opts.precision} graph for {g} (has {sorted(graphs[g]['variants'])}); "
                                 f"export it (rsd-export --{opts.precision}) or choose another precision")
     platform = _choose_platform(manifest, opts)
-    profile_batch = min(int(graphs[g]["spec"]["profile"]["max"][0]) for g in SUBMODEL_NAMES)
+    profile_batch = min(int(graphs[g]["spec"]["profile"]["max"][0]) for g in SUBMODELS)
     max_batch = opts.max_batch_size or profile_batch
     if platform == "tensorrt_plan" and max_batch > profile_batch:
         raise ConfigError(f"max_batch_size {max_batch} exceeds the engines' profile max batch {profile_batch}; "
@@ -264,7 +285,7 @@ def write_model_repository(export_dir: PathLike, triton_dir: PathLike, options: 
     if triton_dir.exists() and not triton_dir.is_dir():
         raise ConfigError(f"{triton_dir} exists and is not a folder; choose another --triton folder")
 
-    names = {"ensemble": opts.name, **{k: f"{opts.name}_{k}" for k in (*SUBMODEL_NAMES, *_PYTHON_MODELS)}}
+    names = {"ensemble": opts.name, **{k: f"{opts.name}_{k}" for k in (*SUBMODELS, *_PYTHON_MODELS)}}
     existing = [n for n in names.values() if (triton_dir / n).exists()]
     if triton_dir.is_dir() and any(triton_dir.iterdir()) and not opts.overwrite:
         raise ConfigError(f"{triton_dir} is not empty; choose a new --triton folder or pass overwrite=True "
@@ -274,7 +295,7 @@ def write_model_repository(export_dir: PathLike, triton_dir: PathLike, options: 
     repo = TritonRepository(root=triton_dir, ensemble=names["ensemble"], platform=platform)
     try:
         configs: Dict[str, Dict[str, Any]] = {}
-        for g in SUBMODEL_NAMES:
+        for g in SUBMODELS:
             version = staging / names[g] / "1"
             version.mkdir(parents=True)
             if platform == "tensorrt_plan":
@@ -291,6 +312,7 @@ def write_model_repository(export_dir: PathLike, triton_dir: PathLike, options: 
             version.mkdir(parents=True)
             shutil.copy2(here / source, version / "model.py")
         configs[names["preprocess"]] = _preprocess_config(names["preprocess"], manifest, max_batch, opts)
+        configs[names["prior"]] = _prior_config(names["prior"], manifest, max_batch, opts)
         configs[names["postprocess"]] = _postprocess_config(names["postprocess"], manifest, max_batch, opts)
         (staging / names["ensemble"] / "1").mkdir(parents=True)  # ensembles need an (empty) version folder
         configs[names["ensemble"]] = _ensemble_config(names, manifest, max_batch)
@@ -311,13 +333,3 @@ def write_model_repository(export_dir: PathLike, triton_dir: PathLike, options: 
     logger.info("Triton repository %s: ensemble %r (%s, %s, max_batch_size %d)", triton_dir, names["ensemble"],
                 platform, opts.precision, max_batch)
     return repo
-
-
-def ensemble_steps(config_text: str) -> List[Tuple[str, Dict[str, str], Dict[str, str]]]:
-    """(model, input_map, output_map) of an ensemble config.pbtxt, parsed with Triton's own schema
-    (``tritonclient.grpc.model_config_pb2``); used by tests and the CPU ensemble simulator."""
-    from google.protobuf import text_format
-    from tritonclient.grpc import model_config_pb2
-
-    config = text_format.Parse(config_text, model_config_pb2.ModelConfig())
-    return [(s.model_name, dict(s.input_map), dict(s.output_map)) for s in config.ensemble_scheduling.step]

@@ -7,7 +7,7 @@ are chained encoder -> denoiser -> decoder on each LR crop and the SR image (cla
 uint8 as the pipeline writes it) is compared with the fp32 ONNX chain: PSNR in dB.
 
 Inputs are what each graph sees in the pipeline: the bicubic-x4 LR crop for the encoder, the fp32
-encoder's z_y with seeded N(0, I) prior noise (and the RSD noise map) for the denoiser, the fp32
+encoder's z_y as the prior sample z_t = z_y + prior_std * eps (seeded eps, and the RSD noise map) for the denoiser, the fp32
 denoiser's x0 for the decoder.
 
 Thresholds (end-to-end PSNR vs fp32 ONNX Runtime, uint8 images): fp32 >= 45 dB (TF32 off: only
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from rsd_deploy.errors import AtolError, ConfigError
-from rsd_deploy.export.specs import SUBMODELS
+from rsd_deploy.bundle.specs import SUBMODELS
 
 log = logging.getLogger(__name__)
 
@@ -224,9 +224,10 @@ def verify_engines(onnx_dir: Path, options: VerifyOptions = VerifyOptions(),
 def _verify(onnx_dir: Path, options: VerifyOptions, candidate_runner: Optional[RunnerFactory]) -> VerifyReport:
     from polygraphy.comparator import Comparator, CompareFunc
 
+    from rsd_deploy.bundle.manifest import Bundle
+    from rsd_deploy.bundle.specs import Role
     from rsd_deploy.export import calib
-    from rsd_deploy.export.bundle import Bundle
-    from rsd_deploy.export.manifest import write_json_atomic
+    from rsd_deploy.fileio import atomic_write_json as write_json_atomic
 
     options.validate()
     bundle = Bundle.open(onnx_dir)
@@ -240,7 +241,10 @@ def _verify(onnx_dir: Path, options: VerifyOptions, candidate_runner: Optional[R
         raise ConfigError("no real images for --verify: shared/data not found; pass an image folder")
     crops = calib.lr_crops(folders, size, options.count, seed=options.seed)
     noise_channels = bundle.noise_channels
+    specs = bundle.specs()
+    prior_std = np.float32(bundle.manifest["diffusion"]["prior_std"])
     rng = np.random.default_rng(options.seed)
+    eps: List[np.ndarray] = []
 
     # fp32 ONNX Runtime chain: the reference outputs and every graph's real inputs
     references = {s: _reference_runner(bundle.graph_file(s, "fp32"), f"onnxrt-fp32-{s}") for s in SUBMODELS}
@@ -251,14 +255,16 @@ def _verify(onnx_dir: Path, options: VerifyOptions, candidate_runner: Optional[R
     try:
         for crop in crops:
             image = calib.bicubic_x4(torch.from_numpy(crop)).numpy()
-            feeds["encoder"].append({"image": image})
+            feeds["encoder"].append(specs["encoder"].feeds({Role.LR_UPSAMPLED: image}))
             z_y = _infer(references["encoder"], feeds["encoder"][-1])
-            den = {"z_y": z_y, "prior_noise": rng.standard_normal(z_y.shape).astype(np.float32), "lq": crop}
-            if noise_channels:
-                den["noise"] = rng.standard_normal((1, noise_channels) + z_y.shape[2:]).astype(np.float32)
+            eps.append(rng.standard_normal(z_y.shape).astype(np.float32))
+            student = (rng.standard_normal((1, noise_channels) + z_y.shape[2:]).astype(np.float32)
+                       if noise_channels else None)
+            den = specs["denoiser"].feeds({Role.Z_T: (z_y + prior_std * eps[-1]).astype(np.float32), Role.LQ: crop,
+                                           Role.STUDENT_NOISE: student})
             feeds["denoiser"].append(den)
             x0 = _infer(references["denoiser"], den)
-            feeds["decoder"].append({"latent": x0})
+            feeds["decoder"].append(specs["decoder"].feeds({Role.X0: x0}))
             reference_sr.append(_infer(references["decoder"], feeds["decoder"][-1]))
     finally:
         for runner in references.values():
@@ -285,9 +291,11 @@ def _verify(onnx_dir: Path, options: VerifyOptions, candidate_runner: Optional[R
         try:
             sr_candidate = []
             for i in range(len(crops)):
-                z_y = _infer(candidates["encoder"], feeds["encoder"][i])
-                x0 = _infer(candidates["denoiser"], {**feeds["denoiser"][i], "z_y": z_y.astype(np.float32)})
-                sr_candidate.append(_infer(candidates["decoder"], {"latent": x0.astype(np.float32)}))
+                z_y = _infer(candidates["encoder"], feeds["encoder"][i]).astype(np.float32)
+                z_t = (z_y + prior_std * eps[i]).astype(np.float32)
+                x0 = _infer(candidates["denoiser"], {**feeds["denoiser"][i], specs["denoiser"].name_of(Role.Z_T): z_t})
+                sr_candidate.append(_infer(candidates["decoder"],
+                                           specs["decoder"].feeds({Role.X0: x0.astype(np.float32)})))
         finally:
             for runner in candidates.values():
                 runner.deactivate()

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from rsd_deploy.errors import AtolError, ExportError
-from rsd_deploy.export.specs import ExportSpec
+from rsd_deploy.bundle.specs import ExportSpec, Role
 
 logger = logging.getLogger(__name__)
 
@@ -262,18 +262,17 @@ def accuracy_report(graph_files: Dict[str, Dict[str, Path]], samples, image_name
             stats = error_stats(got, ref)
             report.graphs.append(AccuracyEntry(graph, precision, stats["max_abs"], stats["mean_abs"]))
         # end to end: chain this precision's graphs, same LR, prior noise and noise map as PyTorch
-        z_y = run_graph(graph_files["encoder"][precision], [s.feeds("encoder") for s in samples], providers)
-        den_feeds = []
-        for s, z in zip(samples, z_y):
-            f = s.feeds("denoiser")
-            f["z_y"] = z["latent"]
-            den_feeds.append(f)
-        x0 = run_graph(graph_files["denoiser"][precision], den_feeds, providers)
-        sr = run_graph(graph_files["decoder"][precision], [{"latent": x["x0"]} for x in x0], providers)
-        values = [psnr(o["image"], s.sr) for o, s in zip(sr, samples)]
+        specs = samples[0].specs
+        z_y = [o[specs["encoder"].name_of(Role.LATENT)] for o in
+               run_graph(graph_files["encoder"][precision], [s.feeds("encoder") for s in samples], providers)]
+        den_feeds = [s.feeds("denoiser", z_y=z) for s, z in zip(samples, z_y)]
+        x0 = [o[specs["denoiser"].name_of(Role.X0)] for o in
+              run_graph(graph_files["denoiser"][precision], den_feeds, providers)]
+        sr = run_graph(graph_files["decoder"][precision], [specs["decoder"].feeds({Role.X0: x}) for x in x0], providers)
+        values = [psnr(o[specs["decoder"].name_of(Role.SR_IMAGE)], s.sr) for o, s in zip(sr, samples)]
         if codebook is not None:
             report.code_flips[precision] = float(np.mean([
-                (nearest_codes(x["x0"], codebook) != nearest_codes(s.x0, codebook)).mean() for x, s in zip(x0, samples)]))
+                (nearest_codes(x, codebook) != nearest_codes(s.x0, codebook)).mean() for x, s in zip(x0, samples)]))
         report.psnr_db[precision] = float(min(values))
         report.psnr_db_mean[precision] = float(np.mean([v if math.isfinite(v) else 200.0 for v in values]))
         logger.info("%s end-to-end SR PSNR vs PyTorch fp32: min %.2f dB", precision, report.psnr_db[precision])

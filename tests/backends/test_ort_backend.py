@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -15,15 +14,6 @@ from rsd_deploy.backends.base import create_backend
 from rsd_deploy.backends.ort_backend import OrtBackend, OrtOptions
 from rsd_deploy.errors import BackendUnavailableError, ConfigError, ManifestError, ShapeError
 from tests.conftest import DATA
-from tests.export.onnx_tiny_export import tiny_export
-
-
-@pytest.fixture(scope="module")
-def export_dir() -> Path:
-    out, code, _, _ = tiny_export()
-    assert code == 0
-    return out
-
 
 
 def _lr_image() -> np.ndarray:
@@ -102,3 +92,19 @@ def test_missing_gpu_provider_is_reported(export_dir):
         pytest.skip("this onnxruntime has CUDA")
     with pytest.raises(BackendUnavailableError, match="--device cpu"):
         OrtBackend(OrtOptions(export_dir, device="cuda"))
+
+
+def test_graphs_are_bound_by_role_not_by_name(tmp_path):
+    """Every graph tensor renamed (graphs and manifest): the backend reads the names from the
+    manifest's specs by role and computes the same thing."""
+    from tests.export import embedkit_helpers as kit
+
+    for folder, prefix in (("plain", ""), ("renamed", "t_")):
+        kit.write_synthetic_bundle(tmp_path / folder, multiple=16, noise_channels=1, io_prefix=prefix)
+    plain, renamed = (OrtBackend(OrtOptions(tmp_path / f)) for f in ("plain", "renamed"))
+    assert renamed.specs["denoiser"].input_names == ("t_z_t", "t_lq", "t_noise")
+    gen = torch.Generator().manual_seed(1)
+    image, z, lq, noise = (torch.randn(1, c, s, s, generator=gen) for c, s in ((3, 64), (3, 16), (3, 16), (1, 16)))
+    torch.testing.assert_close(renamed.encode(image), plain.encode(image), atol=0, rtol=0)
+    torch.testing.assert_close(renamed.denoise(z, 14, lq, noise), plain.denoise(z, 14, lq, noise), atol=0, rtol=0)
+    torch.testing.assert_close(renamed.decode(z), plain.decode(z), atol=0, rtol=0)

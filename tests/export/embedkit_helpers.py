@@ -1,7 +1,7 @@
 """Helpers for the embedding-kit tests (bundle schema, C++ runner, Triton repository).
 
 ``write_synthetic_bundle`` writes a small but complete bundle: three ONNX graphs with exactly the
-I/O of :mod:`rsd_deploy.export.specs` (real convolutions, pooling, depth-to-space; random fixed
+I/O of :mod:`rsd_deploy.bundle.specs` (real convolutions, pooling, depth-to-space; random fixed
 weights) and a manifest in the schema's format. It needs no trained model and no exporter, so the
 C++/Triton plumbing is tested on its own; tests against real exports use ``export_models``.
 """
@@ -19,7 +19,7 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 
-from rsd_deploy.export.specs import decoder_spec, denoiser_spec, encoder_spec
+from rsd_deploy.bundle.specs import graph_specs
 
 REPO = Path(__file__).resolve().parents[2]
 CPP_DIR = REPO / "export" / "cpp"
@@ -37,7 +37,6 @@ def synthetic_graphs(noise_channels: int, kappa: float, sqrt_eta_t: float, seed:
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(seed)
-    prior_std = kappa * sqrt_eta_t
     input_scale = 1.0 / math.sqrt(kappa ** 2 * sqrt_eta_t ** 2 + 1.0)
 
     def io(name: str, channels: int, suffix: str = ""):
@@ -56,18 +55,15 @@ def synthetic_graphs(noise_channels: int, kappa: float, sqrt_eta_t: float, seed:
         "encoder", [io("image", 3, "_x4")], [io("latent", 3)], [weight("enc_w", (3, 3, 3, 3), 0.3)])
 
     cat_inputs = ["scaled", "lq"] + (["noise"] if noise_channels else [])
-    den_inputs = [io("z_y", 3), io("prior_noise", 3), io("lq", 3)] + ([io("noise", noise_channels)]
-                                                                      if noise_channels else [])
+    den_inputs = [io("z_t", 3), io("lq", 3)] + ([io("noise", noise_channels)] if noise_channels else [])
     denoiser = helper.make_graph(
-        [helper.make_node("Mul", ["prior_noise", "prior_std"], ["scaled_prior"]),
-         helper.make_node("Add", ["z_y", "scaled_prior"], ["z_t"]),
-         helper.make_node("Mul", ["z_t", "input_scale"], ["scaled"]),
+        [helper.make_node("Mul", ["z_t", "input_scale"], ["scaled"]),
          helper.make_node("Concat", cat_inputs, ["cat"], axis=1),
          helper.make_node("Conv", ["cat", "den_w"], ["conv"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
          helper.make_node("Tanh", ["conv"], ["mixed"]),
          helper.make_node("Add", ["mixed", "scaled"], ["x0"])],
         "denoiser", den_inputs, [io("x0", 3)],
-        [scalar("prior_std", prior_std), scalar("input_scale", input_scale),
+        [scalar("input_scale", input_scale),
          weight("den_w", (3, 6 + noise_channels, 3, 3), 0.2)])
 
     decoder = helper.make_graph(
@@ -87,9 +83,8 @@ def synthetic_graphs(noise_channels: int, kappa: float, sqrt_eta_t: float, seed:
 
 def manifest_dict(graph_files: Dict[str, Path], bundle: Path, *, multiple: int, noise_channels: int,
                   tile: int = 64, overlap: int = 16, kind: str = "rsd") -> dict:
-    """A schema-1.0 manifest for the given fp32 graph files (relative to ``bundle``)."""
-    specs = {"encoder": encoder_spec(multiple), "denoiser": denoiser_spec(multiple, noise_channels),
-             "decoder": decoder_spec(multiple)}
+    """A schema-2.0 manifest for the given fp32 graph files (relative to ``bundle``)."""
+    specs = graph_specs(multiple, noise_channels)
     graphs = {}
     for name, spec in specs.items():
         path = graph_files[name]
@@ -97,7 +92,7 @@ def manifest_dict(graph_files: Dict[str, Path], bundle: Path, *, multiple: int, 
             "file": path.name, "sha256": _sha256(path), "external_data": [], "bytes": path.stat().st_size,
             "opset": OPSET, "precision_recipe": {"tool": "onnx.helper (synthetic test graph)", "kept_fp32": ["*"]}}}}
     return {
-        "schema_version": "1.0",
+        "schema_version": "2.0",
         "toolkit": {"name": "rsd-deploy", "version": "0.1.0"},
         "created_utc": "2026-11-26T05:00:00Z",
         "model": {"kind": kind, "demo": True, "noise_channels": noise_channels, "unet_checkpoint": None,
@@ -119,18 +114,40 @@ def manifest_dict(graph_files: Dict[str, Path], bundle: Path, *, multiple: int, 
     }
 
 
+def _rename_io(model, rename) -> None:
+    """Rename a graph's inputs and outputs (and every node reference to them) in place."""
+    graph = model.graph
+    mapping = {v.name: rename(v.name) for v in list(graph.input) + list(graph.output)}
+    for v in list(graph.input) + list(graph.output):
+        v.name = mapping[v.name]
+    for node in graph.node:
+        node.input[:] = [mapping.get(n, n) for n in node.input]
+        node.output[:] = [mapping.get(n, n) for n in node.output]
+
+
 def write_synthetic_bundle(bundle: Path, *, multiple: int = 16, noise_channels: int = 1, tile: int = 32,
-                           overlap: int = 8, sqrt_eta_t: Optional[float] = None, kind: str = "rsd") -> dict:
-    """Write graphs + manifest.json into ``bundle``; returns the manifest dict."""
+                           overlap: int = 8, sqrt_eta_t: Optional[float] = None, kind: str = "rsd",
+                           io_prefix: str = "") -> dict:
+    """Write graphs + manifest.json into ``bundle``; returns the manifest dict. ``io_prefix``
+    renames every graph input and output (in the graphs and the manifest): runtimes that bind by
+    role must give the same results."""
     import onnx
 
     bundle.mkdir(parents=True, exist_ok=True)
     files = {}
     for name, model in synthetic_graphs(noise_channels, V1_KAPPA, sqrt_eta_t or V1_SQRT_ETA_T).items():
+        if io_prefix:
+            _rename_io(model, lambda n: io_prefix + n)
         files[name] = bundle / f"{name}.onnx"
         onnx.save(model, str(files[name]))
     manifest = manifest_dict(files, bundle, multiple=multiple, noise_channels=noise_channels, tile=tile,
                              overlap=overlap, kind=kind)
+    if io_prefix:
+        for graph in manifest["graphs"].values():
+            spec = graph["spec"]
+            for t in spec["inputs"] + spec["outputs"]:
+                t["name"] = io_prefix + t["name"]
+            spec["dynamic_axes"] = {io_prefix + k: v for k, v in spec["dynamic_axes"].items()}
     text = json.dumps(manifest, indent=2)
     (bundle / "manifest.json").write_text(text)
     return json.loads(text)  # as a reader sees it (tuples become lists)
@@ -181,52 +198,12 @@ def save_npy(path: Path, array: np.ndarray) -> Path:
 
 # ------------------------------------------------------------------- Python reference over the bundle
 def ort_bundle_backend(bundle: Path, threads: int = 1):
-    """A minimal ONNX Runtime :class:`Backend` over a bundle's fp32 graphs, for reference runs.
+    """The project's ONNX Runtime backend over a bundle's fp32 graphs (CPU), and its manifest."""
+    from rsd_deploy.backends.base import create_backend
 
-    The denoiser graph forms z_T = z_y + prior_std * prior_noise itself; the pipeline hands the
-    backend z_T already, so it is fed as z_y with a zero prior_noise (exact: x + 0 == x).
-    """
-    import onnxruntime as ort
-    import torch
-
-    from rsd_deploy.backends.base import Backend
-
-    manifest = json.loads((bundle / "manifest.json").read_text())
-
-    def session(name: str):
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        file = bundle / manifest["graphs"][name]["variants"]["fp32"]["file"]
-        return ort.InferenceSession(str(file), options, providers=["CPUExecutionProvider"])
-
-    class _OrtBundleBackend(Backend):
-        name = "onnxruntime-bundle-test"
-        supported_steps = frozenset({manifest["diffusion"]["timestep"]})
-
-        def __init__(self) -> None:
-            self.sessions = {n: session(n) for n in ("encoder", "denoiser", "decoder")}
-
-        @property
-        def device(self) -> torch.device:
-            return torch.device("cpu")
-
-        def _run(self, name: str, feeds: Dict[str, torch.Tensor]) -> torch.Tensor:
-            arrays = {k: v.detach().cpu().numpy().astype(np.float32) for k, v in feeds.items()}
-            return torch.from_numpy(self.sessions[name].run(None, arrays)[0])
-
-        def encode(self, image):
-            return self._run("encoder", {"image": image})
-
-        def denoise(self, z_t, step, lq, noise=None):
-            feeds = {"z_y": z_t, "prior_noise": torch.zeros_like(z_t), "lq": lq}
-            if noise is not None:
-                feeds["noise"] = noise
-            return self._run("denoiser", feeds)
-
-        def decode(self, z):
-            return self._run("decoder", {"latent": z})
-
-    return _OrtBundleBackend(), manifest
+    backend = create_backend("onnxruntime", export_dir=bundle, precision="fp32", device="cpu",
+                             intra_op_threads=threads)
+    return backend, backend.manifest
 
 
 def python_pipeline(bundle: Path, *, tile: Optional[int], overlap: int, seed: int):
@@ -365,7 +342,7 @@ def export_tiny_bundle(out_dir: Path, fixtures: Path, *, tile: int = 32, overlap
     import torch
 
     from rsd_deploy import load_checkpoint
-    from rsd_deploy.export import manifest as mf
+    from rsd_deploy.bundle import manifest as mf
     from rsd_deploy.export.onnx_export import DiffusionConstants, build_specs, export_graph, graph_modules
     from rsd_deploy.models import Schedule
 
@@ -388,7 +365,7 @@ def export_tiny_bundle(out_dir: Path, fixtures: Path, *, tile: int = 32, overlap
                                  latent_multiple=int(unet.config.input_multiple), graphs=graphs, tile=tile,
                                  overlap=overlap)
     manifest["accuracy_report"] = None
-    mf.write_json_atomic(out_dir / "manifest.json", manifest)
+    mf.write_manifest(out_dir, manifest)
     return json.loads((out_dir / "manifest.json").read_text())
 
 

@@ -11,14 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from rsd_deploy.errors import ExportError
 from rsd_deploy.export.int8 import boundary_convs, high_precision_nodes, nonzero_zero_points, quantize_int8
-from tests.export.onnx_tiny_export import accuracy_of, manifest_of, tiny_export
-
-
-@pytest.fixture(scope="module")
-def export_dir() -> Path:
-    out, code, _, _ = tiny_export()
-    assert code == 0
-    return out
+from tests.export.onnx_tiny_export import accuracy_of, manifest_of
 
 
 def test_every_qdq_zero_point_is_zero_and_int8(export_dir):

@@ -12,21 +12,14 @@ import pytest
 import torch
 
 from rsd_deploy.errors import AtolError, ConfigError, ShapeError
-from rsd_deploy.export import manifest as mf
+from rsd_deploy.bundle import manifest as mf
+from rsd_deploy.fileio import sha256_file
 from rsd_deploy.export.exporter import ExportConfig, decoder_parity_feeds, export_models
 from rsd_deploy.export.onnx_export import (DenoiserGraph, DiffusionConstants, build_specs, graph_modules,
                                            torch_inputs)
 from rsd_deploy.export.validate import lint
 from rsd_deploy.models import Schedule
 from tests.export.onnx_tiny_export import accuracy_of, manifest_of, tiny_export
-
-
-@pytest.fixture(scope="module")
-def export_dir() -> Path:
-    out, code, _, _ = tiny_export()
-    assert code == 0
-    return out
-
 
 
 @pytest.fixture(scope="module")
@@ -60,9 +53,9 @@ def test_denoiser_graph_folds_timestep_and_input_scaling(tiny_rsd):
     gen = torch.Generator().manual_seed(3)
     z_y, eps, lq, noise = (torch.randn(2, c, 16, 32, generator=gen) for c in (3, 3, 3, 1))
     with torch.no_grad():
-        z_t = z_y + schedule.prior_std * eps
+        z_t = z_y + schedule.prior_std * eps  # the graph takes the prior sample as Backend.denoise gets it
         expected = tiny_rsd(z_t / float(schedule.in_std[14]), torch.tensor([14, 14]), lq, noise)
-        torch.testing.assert_close(graph(z_y, eps, lq, noise), expected, atol=1e-5, rtol=0)
+        torch.testing.assert_close(graph(z_t, lq, noise), expected, atol=1e-5, rtol=0)
 
 
 def test_graphs_pass_checker_and_polygraphy_lint(export_dir, tiny_rsd):
@@ -90,9 +83,10 @@ def test_lint_rejects_a_broken_graph(tmp_path):
 
 def test_manifest_describes_the_files(export_dir, tiny_rsd):
     manifest = manifest_of(export_dir)
-    assert manifest["schema_version"] == "1.0"
+    assert manifest["schema_version"] == "2.0"
+    assert [t["role"] for t in manifest["graphs"]["denoiser"]["spec"]["inputs"]] == ["z_t", "lq", "student_noise"]
     assert manifest["model"]["kind"] == "rsd" and manifest["model"]["noise_channels"] == 1
-    assert manifest["model"]["unet_checkpoint"]["sha256"] == mf.sha256_file(
+    assert manifest["model"]["unet_checkpoint"]["sha256"] == sha256_file(
         Path(manifest["model"]["unet_checkpoint"]["path"]))
     d = manifest["diffusion"]
     assert (d["steps"], d["timestep"], d["kappa"]) == (15, 14, 2.0)
@@ -104,11 +98,10 @@ def test_manifest_describes_the_files(export_dir, tiny_rsd):
         assert set(entry["variants"]) == {"fp32", "fp16", "int8"}
         for variant in entry["variants"].values():
             path = export_dir / variant["file"]
-            assert mf.sha256_file(path) == variant["sha256"] and path.stat().st_size == variant["bytes"]
+            assert sha256_file(path) == variant["sha256"] and path.stat().st_size == variant["bytes"]
             assert variant["opset"] == 17 and "tool" in variant["precision_recipe"]
     # the embedding kit's validator (schema + cross-field checks) accepts it
-    bundle = pytest.importorskip("rsd_deploy.export.bundle")
-    bundle.validate_manifest(manifest)
+    mf.validate_manifest(manifest)
 
 
 def test_cli_prints_accuracy_and_engine_status(export_dir):

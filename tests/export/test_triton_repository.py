@@ -20,7 +20,7 @@ except ImportError:  # pragma: no cover - depends on pytest's import mode
 
 from rsd_deploy.errors import ConfigError, ManifestError
 from rsd_deploy.export.triton import TritonOptions, to_pbtxt, write_model_repository
-from rsd_deploy.export.triton_python import postprocess_model, preprocess_model
+from rsd_deploy.export.triton_python import postprocess_model, preprocess_model, prior_model
 from rsd_deploy.pipeline.image_io import pad_to_multiple, read_image, to_model_range
 
 pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="tritonclient[grpc] not installed")
@@ -51,7 +51,7 @@ def repo(bundle, tmp_path_factory) -> Path:
 def test_configs_parse_with_tritons_schema(repo, bundle):
     manifest = json.loads((bundle / "manifest.json").read_text())
     configs = {p.parent.name: parse(p) for p in repo.glob("*/config.pbtxt")}
-    assert set(configs) == {"rsd", "rsd_preprocess", "rsd_postprocess", *GRAPHS}
+    assert set(configs) == {"rsd", "rsd_preprocess", "rsd_prior", "rsd_postprocess", *GRAPHS}
     for folder, c in configs.items():
         assert c.name == folder and c.max_batch_size == 4  # the profile's max batch
     for name in GRAPHS:
@@ -66,10 +66,11 @@ def test_configs_parse_with_tritons_schema(repo, bundle):
         assert list(c.dynamic_batching.preferred_batch_size) == [2, 4]
         assert c.dynamic_batching.max_queue_delay_microseconds == 100
         assert [(g.count, g.kind) for g in c.instance_group] == [(1, pb2.ModelInstanceGroup.KIND_GPU)]
-    for name in ("rsd_preprocess", "rsd_postprocess"):
+    for name in ("rsd_preprocess", "rsd_prior", "rsd_postprocess"):
         assert configs[name].backend == "python"
         assert configs[name].instance_group[0].kind == pb2.ModelInstanceGroup.KIND_CPU
     assert configs["rsd_preprocess"].parameters["latent_multiple"].string_value == "16"
+    assert float(configs["rsd_prior"].parameters["prior_std"].string_value) == manifest["diffusion"]["prior_std"]
     assert configs["rsd"].platform == "ensemble"
 
 
@@ -121,6 +122,37 @@ def test_preprocess_bicubic_and_padding_match_the_pipeline():
     np.testing.assert_array_equal(again["prior_noise"], out["prior_noise"])
 
 
+def test_prior_model_forms_the_pipelines_prior_sample():
+    from rsd_deploy.models import Schedule
+
+    g = torch.Generator().manual_seed(4)
+    z_y, eps = torch.randn(3, 16, 24, generator=g), torch.randn(3, 16, 24, generator=g)
+    schedule = Schedule.preset("v1")
+    ours = prior_model.prior_sample(z_y.numpy(), eps.numpy(), schedule.prior_std)
+    np.testing.assert_allclose(ours, (z_y + schedule.prior_std * eps).numpy(), rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="one shape"):
+        prior_model.prior_sample(z_y.numpy(), eps.numpy()[:, :8], 1.0)
+
+
+def test_ensemble_binds_the_graphs_by_role(repo, bundle):
+    """The ensemble feeds each denoiser input the tensor of its role, under the name the manifest gives."""
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    config = parse(repo / "rsd" / "config.pbtxt")
+    den = {s.model_name: s for s in config.ensemble_scheduling.step}["rsd_denoiser"]
+    names = {t["role"]: t["name"] for t in manifest["graphs"]["denoiser"]["spec"]["inputs"]}
+    assert dict(den.input_map) == {names["z_t"]: "z_t", names["lq"]: "lq", names["student_noise"]: "student_noise"}
+
+
+def test_ensemble_on_renamed_graphs_gives_the_same_image(simulator, tmp_path):
+    renamed = tmp_path / "renamed"
+    kit.write_synthetic_bundle(renamed, multiple=16, noise_channels=1, io_prefix="t_")
+    write_model_repository(renamed, tmp_path / "repo")
+    other = kit.TritonCpuSimulator(tmp_path / "repo")
+    images = np.random.default_rng(5).integers(0, 256, size=(1, 20, 28, 3), dtype=np.uint8)
+    feeds = {"LR_IMAGE": images, "SEED": np.array([[3]], np.int64)}
+    np.testing.assert_array_equal(other.infer("rsd", feeds)["SR_IMAGE"], simulator.infer("rsd", feeds)["SR_IMAGE"])
+
+
 def test_postprocess_matches_the_pipeline_canvas():
     from rsd_deploy.pipeline.image_io import LRImage, SRCanvas
 
@@ -152,7 +184,7 @@ def test_ensemble_on_a_real_image_matches_the_python_pipeline(simulator, bundle)
     # the pipeline with the noise the pre-processing drew
     pipe = kit.python_pipeline(bundle, tile=None, overlap=0, seed=0)
     lq = pad_to_multiple(torch.from_numpy(to_model_range(rgb)).permute(2, 0, 1)[None], 16)
-    noise = SamplingNoise(prior=torch.from_numpy(trace["prior_noise"]), student=torch.from_numpy(trace["student_noise"]))
+    noise = SamplingNoise(prior=torch.from_numpy(trace["prior_eps"]), student=torch.from_numpy(trace["student_noise"]))
     ref = pipe.sample(lq, noise)[0, :, :200, :148].numpy()
     ref_u8 = np.rint((np.clip(ref, -1, 1) * 0.5 + 0.5) * 255).astype(np.int16).transpose(1, 2, 0)
     assert np.abs(sr.astype(np.int16) - ref_u8).max() <= 1
@@ -174,7 +206,7 @@ def test_ensemble_with_the_real_tiny_model_matches_the_python_pipeline(tmp_path)
     sr = sim.infer("rsd", {"LR_IMAGE": rgb[None], "SEED": np.array([[3]], np.int64)}, trace)["SR_IMAGE"][0]
     pipe = kit.python_pipeline(bundle, tile=None, overlap=0, seed=0)
     lq = pad_to_multiple(torch.from_numpy(to_model_range(rgb)).permute(2, 0, 1)[None], 16)
-    noise = SamplingNoise(prior=torch.from_numpy(trace["prior_noise"]), student=torch.from_numpy(trace["student_noise"]))
+    noise = SamplingNoise(prior=torch.from_numpy(trace["prior_eps"]), student=torch.from_numpy(trace["student_noise"]))
     ref = pipe.sample(lq, noise)[0, :, :240, :176].numpy()
     ref_u8 = np.rint((np.clip(ref, -1, 1) * 0.5 + 0.5) * 255).astype(np.int16).transpose(1, 2, 0)
     diff = np.abs(sr.astype(np.int16) - ref_u8)
@@ -275,7 +307,7 @@ def test_bad_requests_are_refused_without_touching_existing_files(bundle, tmp_pa
     write_model_repository(bundle, occupied, TritonOptions(overwrite=True, max_queue_delay_us=500))
     assert parse(occupied / "rsd_encoder" / "config.pbtxt").dynamic_batching.max_queue_delay_microseconds == 500
     assert sorted(p.name for p in occupied.iterdir() if not p.name.startswith(".")) == sorted(
-        ["other_model", "rsd", "rsd_preprocess", "rsd_postprocess", *GRAPHS])
+        ["other_model", "rsd", "rsd_preprocess", "rsd_prior", "rsd_postprocess", *GRAPHS])
     assert not [p for p in occupied.iterdir() if p.name.startswith(".")]  # no staging left behind
 
 

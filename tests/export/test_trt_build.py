@@ -29,8 +29,8 @@ from rsd_deploy.export.engine_build import (
     key_digest,
     tensorrt_status,
 )
-from rsd_deploy.export.manifest import sha256_file
-from rsd_deploy.export.specs import ShapeProfile
+from rsd_deploy.fileio import sha256_file
+from rsd_deploy.bundle.specs import ShapeProfile
 from tests.export.trt_fixtures import _toy_bundle_template, fake_trt, install_fake, toy_bundle  # noqa: F401
 from tests.export.trt_toy_bundle import toy_specs
 
@@ -89,7 +89,7 @@ def test_manifest_and_sidecars_record_the_engines(fake_trt, toy_bundle):
         assert key["tensorrt"] == "10.13.0.35"
         assert key["gpu"] == {"name": "NVIDIA H100 80GB HBM3", "compute_capability": [9, 0]}
         assert sidecar["layer_precisions"]["half"] > 0
-    from rsd_deploy.export.bundle import load_manifest
+    from rsd_deploy.bundle.manifest import load_manifest
 
     load_manifest(toy_bundle, verify_sha256=True)  # still a valid bundle, engines included
 
@@ -143,8 +143,8 @@ def test_profile_override_reaches_every_input(fake_trt, toy_bundle):
     profile = ShapeProfile(min=(1, 16, 16), opt=(2, 32, 48), max=(2, 64, 64))
     build_engines(toy_bundle, ["fp32"], EngineBuildOptions(profile=profile, submodels=("denoiser",)))
     calls = {c["name"]: c for c in fake_trt.called("set_shape")}
-    assert set(calls) == {"z_y", "prior_noise", "lq", "noise"}
-    assert calls["noise"]["opt"] == (2, 1, 32, 48) and calls["z_y"]["max"] == (2, 3, 64, 64)
+    assert set(calls) == {"z_t", "lq", "noise"}
+    assert calls["noise"]["opt"] == (2, 1, 32, 48) and calls["z_t"]["max"] == (2, 3, 64, 64)
 
 
 def test_profile_not_a_multiple_is_refused(fake_trt, toy_bundle):

@@ -3,7 +3,7 @@
 The double executes a "plan" by running its ONNX with ONNX Runtime on the memory behind the raw
 addresses the code bound (CPU tensors stand in for CUDA memory), so these tests check the data
 plumbing numerically: shapes, an address for every I/O tensor, buffers reused per shape, the
-z_y := z_T / prior_noise := 0 feed of the one-step denoiser. Stale or foreign engines must be
+z_t feed of the one-step denoiser (the prior sample as Backend.denoise gets it). Stale or foreign engines must be
 refused from their sidecar before anything is deserialised.
 """
 from __future__ import annotations
@@ -57,10 +57,9 @@ def test_backend_matches_onnxruntime_on_the_same_graphs(fake_trt, toy_bundle, cp
     image = backend.decode(x0)
 
     ref_latent, = _ort(toy_bundle, "encoder.onnx").run(None, {"image": x["image"].numpy()})
-    # the pipeline hands over z_T; the graph forms z_T = z_y + kappa sqrt(eta_T) prior: so prior = 0
+    # the pipeline hands over z_T and the graph takes it as it is
     ref_x0, = _ort(toy_bundle, "denoiser.onnx").run(None, {
-        "z_y": x["z"].numpy(), "prior_noise": np.zeros_like(x["z"].numpy()), "lq": x["lq"].numpy(),
-        "noise": x["noise"].numpy()})
+        "z_t": x["z"].numpy(), "lq": x["lq"].numpy(), "noise": x["noise"].numpy()})
     ref_image, = _ort(toy_bundle, "decoder.onnx").run(None, {"latent": ref_x0})
     np.testing.assert_array_equal(latent.numpy(), ref_latent)
     np.testing.assert_array_equal(x0.numpy(), ref_x0)
@@ -79,14 +78,14 @@ def test_every_io_tensor_is_bound_once_per_shape(fake_trt, toy_bundle, cpu_devic
     a, b = _inputs(0), _inputs(1)
     out_a = backend.denoise(a["z"], 14, a["lq"], a["noise"])
     bound = fake_trt.called("set_tensor_address")[before:]
-    assert sorted(c["name"] for c in bound) == sorted(["z_y", "prior_noise", "lq", "noise", "x0"])
+    assert sorted(c["name"] for c in bound) == sorted(["z_t", "lq", "noise", "x0"])
     out_b = backend.denoise(b["z"], 14, b["lq"], b["noise"])
-    assert len(fake_trt.called("set_tensor_address")) == before + 5  # same shape: buffers and bindings reused
+    assert len(fake_trt.called("set_tensor_address")) == before + 4  # same shape: buffers and bindings reused
     assert not torch.equal(out_a, out_b)  # outputs are copies, not the reused buffer
     assert len(runner._buffers) == 1
     c = _inputs(2, h=32, w=16)
     backend.denoise(c["z"], 14, c["lq"], c["noise"])
-    assert len(runner._buffers) == 2 and len(fake_trt.called("set_tensor_address")) == before + 10
+    assert len(runner._buffers) == 2 and len(fake_trt.called("set_tensor_address")) == before + 8
     # back to the first shape: rebinds its own buffers, allocates nothing new
     backend.denoise(a["z"], 14, a["lq"], a["noise"])
     assert len(runner._buffers) == 2

@@ -2,7 +2,7 @@
 
 The three graphs are tiny stand-ins (a conv or two each) exported with the real
 ``encoder_spec/denoiser_spec/decoder_spec`` names, dynamic axes and profiles, plus an fp16 variant
-made by onnxconverter-common, and a manifest written by ``rsd_deploy.export.manifest``. They make
+made by onnxconverter-common, and a manifest written by ``rsd_deploy.bundle.manifest``. They make
 the build and runtime wrappers testable in seconds; the real graphs are exercised in tests/gpu.
 """
 from __future__ import annotations
@@ -14,8 +14,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from rsd_deploy.export import manifest as mf
-from rsd_deploy.export.specs import ExportSpec, decoder_spec, denoiser_spec, encoder_spec
+from rsd_deploy.bundle import manifest as mf
+from rsd_deploy.bundle.specs import ExportSpec, graph_specs
 
 MULTIPLE = 16
 NOISE_CHANNELS = 1
@@ -32,15 +32,13 @@ class ToyEncoder(nn.Module):
 
 
 class ToyDenoiser(nn.Module):
-    """x0 = f(z_y + prior_std * prior_noise, lq, noise): the same contract as the real graph."""
+    """x0 = f(z_t, lq, noise): the same contract as the real graph (z_t: the host's prior sample)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.conv = nn.Conv2d(6 + NOISE_CHANNELS, 3, 3, padding=1)
 
-    def forward(self, z_y: torch.Tensor, prior_noise: torch.Tensor, lq: torch.Tensor,
-                noise: torch.Tensor) -> torch.Tensor:
-        z_t = z_y + PRIOR_STD * prior_noise
+    def forward(self, z_t: torch.Tensor, lq: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self.conv(torch.cat([0.45 * z_t, lq, noise], dim=1)))
 
 
@@ -54,8 +52,7 @@ class ToyDecoder(nn.Module):
 
 
 def toy_specs() -> Dict[str, ExportSpec]:
-    return {"encoder": encoder_spec(MULTIPLE), "denoiser": denoiser_spec(MULTIPLE, NOISE_CHANNELS),
-            "decoder": decoder_spec(MULTIPLE)}
+    return graph_specs(MULTIPLE, NOISE_CHANNELS)
 
 
 def toy_modules(seed: int = 0) -> Dict[str, nn.Module]:
@@ -95,5 +92,5 @@ def make_toy_bundle(out_dir: Path, fp16: bool = True) -> Dict[str, nn.Module]:
     constants = DiffusionConstants.from_schedule(Schedule.preset("v1"))
     manifest = mf.build_manifest(kind="rsd", demo=True, noise_channels=NOISE_CHANNELS, unet_checkpoint=None,
                                  vq_checkpoint=None, constants=constants, latent_multiple=MULTIPLE, graphs=graphs)
-    mf.write_json_atomic(out_dir / mf.MANIFEST_NAME, manifest)
+    mf.write_manifest(out_dir, manifest)
     return modules

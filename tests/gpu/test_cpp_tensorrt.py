@@ -44,7 +44,7 @@ def trt_cpp():
 @pytest.fixture(scope="module")
 def engine_bundle(tmp_path_factory) -> Path:
     from rsd_deploy.export.engine_build import EngineBuildOptions, build_engines
-    from rsd_deploy.export.specs import ShapeProfile
+    from rsd_deploy.bundle.specs import ShapeProfile
 
     bundle = tmp_path_factory.mktemp("trt") / "bundle"
     kit.export_tiny_bundle(bundle, (kit.REPO / ".." / "shared" / "fixtures").resolve())

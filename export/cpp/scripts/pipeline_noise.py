@@ -44,7 +44,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out-dir", required=True, type=Path)
     args = parser.parse_args(argv)
     from rsd_deploy.errors import RSDError
-    from rsd_deploy.export.bundle import load_manifest
+    from rsd_deploy.bundle.manifest import load_manifest
     from rsd_deploy.pipeline.image_io import read_image
 
     try:

@@ -27,4 +27,22 @@ void check_inputs(const GraphInfo& graph, const std::vector<const Tensor*>& inpu
                 " is not a multiple of " + std::to_string(graph.multiple) + "; pad the input", kExitShape);
 }
 
+std::vector<const Tensor*> inputs_by_role(const GraphInfo& graph,
+                                          const std::vector<std::pair<std::string, const Tensor*>>& by_role) {
+  std::vector<const Tensor*> inputs;
+  for (const auto& spec : graph.inputs) {
+    const Tensor* found = nullptr;
+    for (const auto& [role, tensor] : by_role)
+      if (role == spec.role) found = tensor;
+    if (found == nullptr)
+      throw Error(graph.name + " input '" + spec.name + "' has role '" + spec.role +
+                  "', which this runner does not provide; update the runner or re-export the bundle", kExitManifest);
+    inputs.push_back(found);
+  }
+  for (const auto& [role, tensor] : by_role)
+    if (tensor != nullptr && !graph.has_input(role))
+      throw Error(graph.name + " graph has no input with role '" + role + "'; re-export the bundle", kExitManifest);
+  return inputs;
+}
+
 }  // namespace rsd

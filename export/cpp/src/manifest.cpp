@@ -19,8 +19,10 @@ GraphInfo read_graph(const json& m, const std::string& name, const std::filesyst
   GraphInfo info;
   info.name = name;
   const json& spec = g.at("spec");
-  for (const auto& t : spec.at("inputs")) info.inputs.push_back({t.at("name"), t.at("channels"), t.value("scale", 1)});
-  for (const auto& t : spec.at("outputs")) info.outputs.push_back({t.at("name"), t.at("channels"), t.value("scale", 1)});
+  for (const auto& t : spec.at("inputs"))
+    info.inputs.push_back({t.at("name"), t.at("role"), t.at("channels"), t.value("scale", 1)});
+  for (const auto& t : spec.at("outputs"))
+    info.outputs.push_back({t.at("name"), t.at("role"), t.at("channels"), t.value("scale", 1)});
   info.multiple = spec.at("multiple");
   const json& profile = spec.at("profile");
   info.max_batch = profile.at("max").at(0);
@@ -39,6 +41,23 @@ GraphInfo read_graph(const json& m, const std::string& name, const std::filesyst
 
 }  // namespace
 
+const TensorInfo& GraphInfo::by_role(const std::string& role) const {
+  for (const auto* list : {&inputs, &outputs})
+    for (const auto& t : *list)
+      if (t.role == role) return t;
+  std::string roles;
+  for (const auto* list : {&inputs, &outputs})
+    for (const auto& t : *list) roles += (roles.empty() ? "" : ", ") + t.role;
+  throw Error(name + " graph has no tensor with role '" + role + "' (it has " + roles +
+              "); re-export the bundle with rsd-export", kExitManifest);
+}
+
+bool GraphInfo::has_input(const std::string& role) const {
+  for (const auto& t : inputs)
+    if (t.role == role) return true;
+  return false;
+}
+
 Manifest load_manifest(const std::filesystem::path& bundle_dir) {
   const std::filesystem::path path =
       std::filesystem::is_directory(bundle_dir) ? bundle_dir / "manifest.json" : bundle_dir;
@@ -54,9 +73,10 @@ Manifest load_manifest(const std::filesystem::path& bundle_dir) {
   out.root = path.parent_path();
   try {
     out.schema_version = m.at("schema_version");
-    if (out.schema_version.rfind("1.", 0) != 0)
+    if (out.schema_version.rfind("2.", 0) != 0)
       throw Error(path.string() + ": manifest schema_version " + out.schema_version +
-                  " is not supported (this runner reads 1.x); use a matching runner", kExitManifest);
+                  " is not supported (this runner reads 2.x); re-export the bundle with rsd-export or use a "
+                  "matching runner", kExitManifest);
     const json& model = m.at("model");
     out.kind = model.at("kind");
     out.noise_channels = model.at("noise_channels");

@@ -15,18 +15,18 @@ Upscaler::Upscaler(Manifest manifest, const RunnerOptions& options) : manifest_(
 }
 
 Tensor Upscaler::run_tile(const Tensor& lr_tile, const Tensor& prior_noise, const Tensor* student_noise) const {
-  const Tensor image = bicubic_upsample(lr_tile, static_cast<int>(manifest_.sf), manifest_.upsample_a);
-  const Tensor z_y = encoder_->run({&image});
-  std::vector<const Tensor*> inputs;
-  for (const auto& spec : manifest_.denoiser.inputs) {
-    if (spec.name == "z_y") inputs.push_back(&z_y);
-    else if (spec.name == "prior_noise") inputs.push_back(&prior_noise);
-    else if (spec.name == "lq") inputs.push_back(&lr_tile);
-    else if (spec.name == "noise" && student_noise != nullptr) inputs.push_back(student_noise);
-    else throw Error("denoiser input '" + spec.name + "' is unknown to this runner; update the runner", kExitManifest);
-  }
-  const Tensor x0 = denoiser_->run(inputs);
-  return decoder_->run({&x0});
+  const Manifest& m = manifest_;
+  const Tensor image = bicubic_upsample(lr_tile, static_cast<int>(m.sf), m.upsample_a);
+  const Tensor z_y = encoder_->run(inputs_by_role(m.encoder, {{role::kLrUpsampled, &image}}));
+  if (prior_noise.shape != z_y.shape)
+    throw Error("prior noise " + prior_noise.shape_str() + " does not match the latent " + z_y.shape_str(), kExitShape);
+  // the prior sample z_T = z_y + kappa sqrt(eta_T) eps (the one-step graph takes it as it is)
+  Tensor z_t = z_y;
+  const float prior_std = static_cast<float>(m.prior_std);
+  for (size_t i = 0; i < z_t.data.size(); ++i) z_t.data[i] += prior_std * prior_noise.data[i];
+  const Tensor x0 = denoiser_->run(inputs_by_role(
+      m.denoiser, {{role::kZt, &z_t}, {role::kLq, &lr_tile}, {role::kStudentNoise, student_noise}}));
+  return decoder_->run(inputs_by_role(m.decoder, {{role::kX0, &x0}}));
 }
 
 namespace {

@@ -37,4 +37,9 @@ inline std::unique_ptr<GraphRunner> make_runner(const GraphInfo& graph, const Ru
 // Validate one input against the graph's I/O spec (channels, spatial scale, same batch/latent size).
 void check_inputs(const GraphInfo& graph, const std::vector<const Tensor*>& inputs);
 
+// The graph's inputs in its order from {role: tensor} (a null tensor: a role the graph may lack,
+// e.g. student_noise of a non-RSD model). Throws rsd::Error (exit 9) for an input role not given.
+std::vector<const Tensor*> inputs_by_role(const GraphInfo& graph,
+                                          const std::vector<std::pair<std::string, const Tensor*>>& by_role);
+
 }  // namespace rsd

@@ -1,5 +1,6 @@
-// The bundle manifest (manifest.json written by `rsd-export`, schema rsd_deploy/export/schema/
-// manifest.schema.json, version 1.x): what the runner needs from it.
+// The bundle manifest (manifest.json written by `rsd-export`, schema rsd_deploy/bundle/
+// manifest.schema.json, version 2.x): what the runner needs from it. Graph tensors are found by
+// their role (the contract of rsd_deploy/bundle/specs.py); their names come from the manifest.
 #pragma once
 
 #include <filesystem>
@@ -11,8 +12,20 @@
 
 namespace rsd {
 
+// Tensor roles (manifest graphs.<g>.spec.inputs/outputs[].role).
+namespace role {
+inline constexpr const char* kLrUpsampled = "lr_upsampled";  // encoder input: bicubic x sf LR image
+inline constexpr const char* kLatent = "latent";              // encoder output z_y
+inline constexpr const char* kZt = "z_t";                     // denoiser input: z_y + prior_std * eps
+inline constexpr const char* kLq = "lq";                      // denoiser input: LR image at latent size
+inline constexpr const char* kStudentNoise = "student_noise"; // denoiser input of RSD students
+inline constexpr const char* kX0 = "x0";                      // denoiser output, decoder input
+inline constexpr const char* kSrImage = "sr_image";           // decoder output
+}  // namespace role
+
 struct TensorInfo {
-  std::string name;
+  std::string name;  // the graph's name for it (only used to address the graph)
+  std::string role;
   int64_t channels = 0;
   int64_t scale = 1;  // spatial size = scale * latent size
 };
@@ -25,6 +38,10 @@ struct GraphInfo {
   int64_t min_hw[2] = {1, 1}, max_hw[2] = {1, 1};  // profile latent H/W range
   std::map<std::string, std::filesystem::path> onnx;     // precision -> ONNX file (absolute)
   std::map<std::string, std::filesystem::path> engines;  // precision -> TensorRT plan (absolute)
+
+  // The input or output with `role`; throws rsd::Error (exit 9) naming the graph's roles if none.
+  const TensorInfo& by_role(const std::string& role) const;
+  bool has_input(const std::string& role) const;
 };
 
 struct Manifest {

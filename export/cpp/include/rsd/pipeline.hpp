@@ -1,6 +1,7 @@
 // LR image -> SR image around the three graphs, as rsd_deploy/pipeline/sr_pipeline.py does it:
 // tiles of the LR image (product grid) -> per tile: pad (reflect/replicate) to the latent multiple,
-// bicubic x sf, encoder, denoiser(z_y, prior_noise, lq[, noise]), decoder, crop -> feathered blend
+// bicubic x sf, encoder -> z_y, z_t = z_y + prior_std * eps, denoiser(z_t, lq[, student noise]),
+// decoder, crop -> feathered blend
 // (raised-cosine ramps) -> clamp.
 #pragma once
 

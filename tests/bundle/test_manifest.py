@@ -3,17 +3,13 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 
 import pytest
 
-try:
-    from . import embedkit_helpers as kit
-except ImportError:  # pragma: no cover - depends on pytest's import mode
-    import embedkit_helpers as kit
+from tests.export import embedkit_helpers as kit
 
 from rsd_deploy.errors import ManifestError
-from rsd_deploy.export import bundle as bd
+from rsd_deploy.bundle import manifest as bd
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +24,12 @@ def test_schema_is_valid_draft_2020_12_and_versioned():
     schema = bd.manifest_schema()
     jsonschema.Draft202012Validator.check_schema(schema)
     assert schema["$schema"].endswith("/draft/2020-12/schema")
-    assert "/1.0/" in schema["$id"]
-    assert schema["properties"]["schema_version"]["pattern"] == "^1\\.[0-9]+$"
+    assert "/2.0/" in schema["$id"]
+    assert schema["properties"]["schema_version"]["pattern"] == "^2\\.[0-9]+$"
+    # the roles the runtimes bind by are the spec's roles
+    from rsd_deploy.bundle.specs import ROLES
+
+    assert schema["$defs"]["tensorSpec"]["properties"]["role"]["enum"] == list(ROLES)
     # everything the C++ runner and the Triton generator read is required
     assert set(schema["required"]) >= {"schema_version", "model", "diffusion", "preprocess", "postprocess",
                                        "tiling", "graphs"}
@@ -42,15 +42,17 @@ def test_synthetic_bundle_loads(synthetic):
     b = bd.Bundle.open(root)
     assert b.noise_channels == 1 and b.latent_multiple == 16
     assert b.graph_file("denoiser") == root / "denoiser.onnx"
-    assert b.spec("denoiser").input_names == ("z_y", "prior_noise", "lq", "noise")
+    assert b.spec("denoiser").input_names == ("z_t", "lq", "noise")
+    assert [t.role for t in b.spec("denoiser").inputs] == ["z_t", "lq", "student_noise"]
     assert b.engine_file("denoiser") is None
     with pytest.raises(ManifestError, match="no fp16 graph for encoder"):
         b.graph_file("encoder", "fp16")
 
 
 def test_writer_output_matches_the_schema(synthetic, tmp_path):
-    """rsd_deploy.export.manifest.build_manifest (the writer) produces what the schema describes."""
-    mf = pytest.importorskip("rsd_deploy.export.manifest")
+    """build_manifest (the writer) produces what the schema describes, and write_manifest refuses
+    to write an invalid one."""
+    mf = bd
     from rsd_deploy.export.onnx_export import DiffusionConstants
     from rsd_deploy.models import Schedule
 
@@ -59,6 +61,10 @@ def test_writer_output_matches_the_schema(synthetic, tmp_path):
                                 constants=DiffusionConstants.from_schedule(Schedule.preset("v1")),
                                 latent_multiple=16, graphs=manifest["graphs"], tile=64, overlap=16)
     bd.validate_manifest(json.loads(json.dumps(written)))
+    written["diffusion"]["timestep"] = 3
+    with pytest.raises(ManifestError, match="timestep"):
+        bd.write_manifest(tmp_path, written)
+    assert not (tmp_path / "manifest.json").exists()
 
 
 def _mutated(manifest: dict, edit) -> dict:
@@ -96,7 +102,10 @@ BAD = [
                                {"file": "e.onnx", "sha256": "0" * 64, "bytes": 1, "opset": 17}), "variants"),
     ("unknown submodel", _set(["graphs", "upsampler"], {}), "graphs"),
     ("bad timestamp", _set(["created_utc"], "yesterday"), "created_utc"),
-    ("major version 2", _set(["schema_version"], "2.0"), "schema_version '2.0' is not supported"),
+    ("old major version 1", _set(["schema_version"], "1.0"), "schema_version '1.0' is not supported"),
+    ("unknown role", _set(["graphs", "denoiser", "spec", "inputs", 0, "role"], "z_y"), "role"),
+    ("swapped roles", _set(["graphs", "denoiser", "spec", "inputs", 0, "role"], "lq"), "graphs.denoiser I/O"),
+    ("two tensors, one name", _set(["graphs", "denoiser", "spec", "inputs", 0, "name"], "lq"), "names two tensors"),
     ("input scale", _set(["diffusion", "input_scale"], 0.5), "input_scale"),
     ("prior std", _set(["diffusion", "prior_std"], 2.5), "prior_std"),
     ("timestep", _set(["diffusion", "timestep"], 3), "timestep"),
@@ -119,7 +128,7 @@ def test_invalid_manifests_are_rejected_with_one_line(synthetic, label, edit, ne
 
 def test_newer_minor_versions_and_unknown_keys_are_accepted(synthetic):
     _, manifest = synthetic
-    m = _mutated(manifest, _set(["schema_version"], "1.7"))
+    m = _mutated(manifest, _set(["schema_version"], "2.7"))
     m["future_section"] = {"anything": 1}
     m["model"]["future_field"] = "x"
     bd.validate_manifest(m)
