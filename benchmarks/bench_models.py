@@ -23,39 +23,12 @@ from pathlib import Path
 
 import torch
 
+from rsd_deploy.bench.baselines import FLOOR_MS, official_row
 from rsd_deploy.bench.contenders import CONTENDERS, random_models
 from rsd_deploy.bench.report import environment
 from rsd_deploy.bench.runner import draw_noises, super_resolve
 from rsd_deploy.bench.timer import DeviceTimer, measure
 from rsd_deploy.models import Schedule
-
-# Official ResShift code, ms, batch 1 (GPU_BASELINE.md section 1, H200; MODEL_SPEC.md section 8, CPU).
-OFFICIAL = {
-    ("cpu", "fp32", 64): {"unet": 689.0, "encode": 2058.0, "decode": 4217.0},
-    ("cuda", "fp32", 64): {"unet": 38.12, "encode": 4.85, "decode": 8.59, "one-step": 45.31, "resshift-v3": 154.01,
-                           "resshift-v1": 635.62},
-    ("cuda", "fp16", 64): {"unet": 40.98, "unet (mask cached)": 30.55, "encode": 5.01, "decode": 8.98,
-                           "one-step": 76.21, "one-step (mask cached)": 44.69, "resshift-v3": 183.38,
-                           "resshift-v1": 615.77},
-    ("cuda", "bf16", 64): {"unet": 43.76, "encode": 5.06, "decode": 9.01, "one-step": 54.56, "resshift-v3": 179.57,
-                           "resshift-v1": 635.33},
-    ("cuda", "fp16", 256): {"unet": 59.58, "encode": 269.08, "decode": 319.0, "one-step": 654.59,
-                            "resshift-v3": 831.27, "resshift-v1": 1500.43},
-    ("cuda", "bf16", 256): {"unet": 62.43, "encode": 268.74, "decode": 318.66, "one-step": 652.79},
-}
-FLOOR_MS = {64: {"unet": 0.133, "encode": 0.454, "decode": 0.883, "one-step": 1.47, "resshift-v3": 1.87,
-                 "resshift-v1": 3.34},
-            256: {"unet": 2.13, "encode": 18.1, "decode": 25.0, "one-step": 45.2, "resshift-v3": 51.6,
-                  "resshift-v1": 75.1}}  # GPU_BASELINE.md section 3 (H200 bf16 FLOP floor)
-
-
-def official_for(device: str, precision: str, latent: int) -> dict:
-    ref = dict(OFFICIAL.get(("cuda" if device.startswith("cuda") else "cpu", precision, latent), {}))
-    if not device.startswith("cuda") and {"unet", "encode", "decode"} <= ref.keys():
-        # the CPU reference has components only: pipelines = encode + NFE x UNet + decode (host work excluded)
-        for key, nfe in (("one-step", 1), ("resshift-v3", 4), ("resshift-v1", 15)):
-            ref[key] = ref["encode"] + nfe * ref["unet"] + ref["decode"]
-    return ref
 
 
 def make_backend(unet, vq, schedule, args):
@@ -80,7 +53,7 @@ def run(args) -> dict:
         lq = (torch.rand(shape, generator=g) * 2 - 1).to(args.device)
         img = (torch.rand((1, 3, 4 * latent, 4 * latent), generator=g) * 2 - 1).to(args.device)
         z = torch.randn(shape, generator=g).to(args.device)
-        official = official_for(args.device, args.precision, latent)
+        official = official_row(args.device, args.precision, latent)
         floors = FLOOR_MS.get(latent, {}) if args.device.startswith("cuda") else {}
         items = []
         v1 = Schedule.preset("v1")

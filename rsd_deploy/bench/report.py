@@ -17,27 +17,13 @@ from typing import Dict, Iterable, List, Optional, Tuple
 
 import torch
 
-from rsd_deploy.fileio import atomic_output, atomic_write_bytes
+from rsd_deploy.bench.baselines import CPU_REF_SOURCE, OFFICIAL_GPU_SOURCE, official_row
 from rsd_deploy.bench.contenders import CONTENDERS, REFERENCE_CONTENDER
+from rsd_deploy.fileio import atomic_output, atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-
-# Official ResShift code, batch 1, ms (GPU_BASELINE.md section 1: NVIDIA H200, torch 2.11, random weights).
-# key: (lr side, pipeline, precision); "one-step" = SinSR/RSD structure without the RSD noise channel.
-OFFICIAL_GPU_MS: Dict[Tuple[int, str, str], float] = {
-    (64, "one-step", "fp16"): 76.21, (64, "one-step", "bf16"): 54.56, (64, "one-step", "fp32"): 45.31,
-    (64, "resshift-v3", "fp16"): 183.38, (64, "resshift-v3", "bf16"): 179.57, (64, "resshift-v3", "fp32"): 154.01,
-    (64, "resshift-v1", "fp16"): 615.77, (64, "resshift-v1", "bf16"): 635.33, (64, "resshift-v1", "fp32"): 635.62,
-    (256, "one-step", "fp16"): 654.59, (256, "one-step", "bf16"): 652.79,
-    (256, "resshift-v3", "fp16"): 831.27, (256, "resshift-v1", "fp16"): 1500.43,
-}
-OFFICIAL_GPU_SOURCE = "official ResShift code on an NVIDIA H200, torch 2.11 (shared/docs/GPU_BASELINE.md)"
-# CPU reference (MODEL_SPEC.md section 8; 2-core box, torch fp32, latent 64): per-component times.
-CPU_REF_COMPONENT_MS = {"unet": 689.0, "encode": 2058.0, "decode": 4217.0}
-CPU_REF_SOURCE = ("CPU reference of shared/docs/MODEL_SPEC.md section 8 (2-core box, fp32, latent 64): "
-                  "encode + NFE x UNet + decode, host work excluded")
 
 
 def _pipeline_kind(contender: str) -> str:
@@ -52,16 +38,13 @@ def official_baseline_ms(entry: dict) -> Optional[Tuple[float, str]]:
     kind = _pipeline_kind(entry["contender"])
     if str(entry["device"]).startswith("cuda"):
         for prec in (entry["precision"], "fp16"):
-            v = OFFICIAL_GPU_MS.get((h, kind, prec))
+            v = official_row("cuda", prec, h).get(kind)
             if v is not None:
                 note = "" if prec == entry["precision"] else f" ({prec} column)"
                 return v, OFFICIAL_GPU_SOURCE + note
         return None
-    if h == 64:
-        c = CPU_REF_COMPONENT_MS
-        nfe = CONTENDERS[entry["contender"]].nfe
-        return c["encode"] + nfe * c["unet"] + c["decode"], CPU_REF_SOURCE
-    return None
+    v = official_row("cpu", "fp32", h).get(kind)  # the CPU reference is fp32 only
+    return None if v is None else (v, CPU_REF_SOURCE)
 
 
 # ---------------------------------------------------------------- environment

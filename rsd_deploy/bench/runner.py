@@ -324,9 +324,17 @@ def build_models(config: BenchConfig) -> ModelSet:
     return random_models(contenders, arch=config.arch, seed=config.seed)
 
 
+#: quality(config, models, variants, contenders, factory, workdir) -> the results' "quality" section
+QualityFn = Callable[..., dict]
+
+
 def run_benchmark(config: BenchConfig, models: Optional[ModelSet] = None,
-                  backend_factory: Optional[BackendFactory] = None, progress: bool = True) -> dict:
-    """Measure every (backend variant, contender, size); returns the results dict (see report.py)."""
+                  backend_factory: Optional[BackendFactory] = None, progress: bool = True,
+                  quality: Optional[QualityFn] = None) -> dict:
+    """Measure every (backend variant, contender, size); returns the results dict (see report.py).
+
+    ``quality`` (``bench.quality.run_quality``, passed in by ``benchmark_and_report`` so that the
+    runner does not import the quality side that builds on it) runs when ``config.quality_lr`` is set."""
     config.validate()
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -381,11 +389,9 @@ def run_benchmark(config: BenchConfig, models: Optional[ModelSet] = None,
         results = {"settings": config.to_dict(), "entries": entries,
                    "random_weights": models.random_weights, "arch": models.arch, "model_sources": models.sources,
                    "input_multiple": multiple}
-        if config.quality_lr:
-            from rsd_deploy.bench.quality import run_quality
-
+        if config.quality_lr and quality is not None:
             # same work folder: graphs exported for the timing are reused
-            results["quality"] = run_quality(config, models, variants, contenders, factory, Path(tmp))
+            results["quality"] = quality(config, models, variants, contenders, factory, Path(tmp))
     return results
 
 

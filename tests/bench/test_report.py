@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from rsd_deploy.bench.report import (CPU_REF_COMPONENT_MS, OFFICIAL_GPU_MS, finalize, official_baseline_ms,
+from rsd_deploy.bench.baselines import OFFICIAL_MS
+from rsd_deploy.bench.report import (finalize, official_baseline_ms,
                                      render_markdown, speedups, write_report)
 from rsd_deploy.bench.runner import BenchConfig, run_benchmark
 
@@ -44,12 +45,12 @@ def test_speedups_are_baseline_over_rsd_on_the_same_backend_and_size():
 
 def test_official_baselines_cpu_and_gpu():
     ms, src = official_baseline_ms(_entry("resshift-v1", 1.0))
-    c = CPU_REF_COMPONENT_MS
+    c = OFFICIAL_MS[("cpu", "fp32", 64)]
     assert ms == pytest.approx(c["encode"] + 15 * c["unet"] + c["decode"]) and "MODEL_SPEC" in src
     ms, _ = official_baseline_ms(_entry("rsd", 1.0))
     assert ms == pytest.approx(c["encode"] + c["unet"] + c["decode"])
     ms, src = official_baseline_ms(_entry("sinsr", 1.0, device="cuda", precision="bf16"))
-    assert ms == OFFICIAL_GPU_MS[(64, "one-step", "bf16")] and "H200" in src
+    assert ms == OFFICIAL_MS[("cuda", "bf16", 64)]["one-step"] and "H200" in src
     assert official_baseline_ms(_entry("rsd", 1.0, size=(128, 128))) is None  # no CPU figure at LR 128
     assert official_baseline_ms(_entry("rsd", 1.0, size=(64, 96))) is None
 
