@@ -77,3 +77,14 @@ def tiny_rsd():
 @pytest.fixture(scope="session")
 def tiny_vq():
     return _load("vq_tiny/state_dict.pth")
+
+
+@pytest.fixture(scope="session")
+def export_dir() -> Path:
+    """The tiny fixtures exported once per session through ``rsd-export`` (fp32 + fp16 + int8):
+    shared by the export, backend and CLI tests (tests/export/onnx_tiny_export.py)."""
+    from tests.export.onnx_tiny_export import tiny_export
+
+    out, code, _, err = tiny_export()
+    assert code == 0, err
+    return out

@@ -6,7 +6,7 @@ import pytest
 from rsd_deploy.cli.train import main
 from rsd_deploy.train import ConfigError, load_config
 from rsd_deploy.train.config import Method
-from tests.train.conftest import TEACHER, VQ
+from tests.train.conftest import TEACHER, VQ, hr_dir  # noqa: F401 (hr_dir: the shared HR-images fixture)
 
 REPO_CONFIGS = __import__("pathlib").Path(__file__).resolve().parents[2] / "train" / "configs"
 
