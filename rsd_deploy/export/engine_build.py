@@ -302,7 +302,7 @@ def _opt_shapes(settings: BuildSettings) -> Dict[str, Tuple[int, ...]]:
 def build_engine(job: EngineJob, options: EngineBuildOptions, timing_cache: Optional[Path]) -> Dict[str, Any]:
     """Build one engine, check its layer precisions, write plan + sidecar atomically; returns the sidecar."""
     from rsd_deploy.bundle.manifest import utc_now
-    from rsd_deploy.fileio import atomic_write_json as write_json_atomic
+    from rsd_deploy.fileio import atomic_write_json
 
     log.info("building %s from %s", job.plan_path.name, job.onnx_path.name)
     plan = trt.build_serialized_engine(job.onnx_path, job.settings, timing_cache)
@@ -321,7 +321,7 @@ def build_engine(job: EngineJob, options: EngineBuildOptions, timing_cache: Opti
         "io_tensors": list(summary.io_tensors),
     }
     # sidecar last: a plan without a sidecar is never trusted, so a crash in between is safe
-    write_json_atomic(job.sidecar_path, sidecar)
+    atomic_write_json(job.sidecar_path, sidecar)
     return sidecar
 
 

@@ -25,8 +25,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 import numpy as np
 import torch
 
-from rsd_deploy.errors import AtolError, ConfigError
 from rsd_deploy.bundle.specs import SUBMODELS
+from rsd_deploy.errors import AtolError, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +227,7 @@ def _verify(onnx_dir: Path, options: VerifyOptions, candidate_runner: Optional[R
     from rsd_deploy.bundle.manifest import Bundle
     from rsd_deploy.bundle.specs import Role
     from rsd_deploy.export import calib
-    from rsd_deploy.fileio import atomic_write_json as write_json_atomic
+    from rsd_deploy.fileio import atomic_write_json
 
     options.validate()
     bundle = Bundle.open(onnx_dir)
@@ -310,7 +310,7 @@ def _verify(onnx_dir: Path, options: VerifyOptions, candidate_runner: Optional[R
     for line in report.summary_lines():
         log.info("verify %s", line)
     if options.write_report:
-        write_json_atomic(onnx_dir / REPORT_NAME, report.to_dict())
+        atomic_write_json(onnx_dir / REPORT_NAME, report.to_dict())
     if not report.passed:
         raise AtolError(f"TensorRT verification failed: {'; '.join(report.failures())} "
                         f"(details in {onnx_dir / REPORT_NAME}); rebuild or re-export that precision")

@@ -23,8 +23,8 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from rsd_deploy.errors import AtolError, ExportError
 from rsd_deploy.bundle.specs import ExportSpec, Role
+from rsd_deploy.errors import AtolError, ExportError
 
 logger = logging.getLogger(__name__)
 
