@@ -22,7 +22,7 @@ def _has_tensorrt() -> bool:
     if importlib.util.find_spec("tensorrt") is None:
         return False
     try:
-        from rsd_deploy.export.trt import tensorrt_status
+        from rsd_deploy.backends.trt_env import tensorrt_status
     except ImportError:
         return False
     return bool(tensorrt_status()[0])

@@ -3,9 +3,9 @@
 Each engine is checked against this machine from its sidecar *before* it is deserialised (other
 TensorRT version, GPU or ONNX graph -> EngineMismatchError with the rebuild command). Memory is
 torch CUDA tensors, allocated once per input shape; every call sets the input shapes and the
-address of every I/O tensor and runs ``execute_async_v3`` on a private torch CUDA stream
-(:class:`rsd_deploy.export.trt.EngineRunner`). Optional CUDA graphs are captured per shape after
-one plain run.
+address of every I/O tensor and runs ``execute_async_v3`` on a private torch CUDA stream with the
+backend's device current (:class:`rsd_deploy.backends.trt_runtime.EngineRunner`). Optional CUDA
+graphs are re-captured whenever the input shapes change.
 
 The denoiser graph has the one-step timestep T-1 and the input scaling folded in, so this backend
 runs only step T-1 (``supported_steps``). It takes the prior sample z_t that ``denoise`` receives
@@ -20,12 +20,13 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import torch
 
+from rsd_deploy.backends import trt_env
 from rsd_deploy.backends.base import Backend, register_backend
+from rsd_deploy.backends.trt_plans import PRECISION_FALLBACK, PlanRuntime, check_engine, rebuild_command
+from rsd_deploy.backends.trt_runtime import EngineRunner
 from rsd_deploy.bundle.manifest import Bundle
 from rsd_deploy.bundle.specs import Role
 from rsd_deploy.errors import BackendUnavailableError, ConfigError, ManifestError, ShapeError
-from rsd_deploy.export import trt
-from rsd_deploy.export.engine_build import PRECISION_FALLBACK, check_engine, rebuild_command
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +41,13 @@ def _require_cuda_device(device: Union[str, torch.device]) -> torch.device:
         raise ConfigError(f"unknown device {device!r}; TensorRT runs on cuda or cuda:N") from None
     if dev.type != "cuda":
         raise ConfigError(f"TensorRT engines run on a CUDA GPU, not {device!r}; use --device cuda")
-    if not torch.cuda.is_available():
+    cuda = trt_env.CUDA
+    if not cuda.is_available():
         raise BackendUnavailableError("no CUDA GPU (torch.cuda.is_available() is False); TensorRT needs one")
-    return torch.device("cuda", dev.index if dev.index is not None else torch.cuda.current_device())
+    index = dev.index if dev.index is not None else cuda.current_device()
+    if index >= cuda.device_count():
+        raise ConfigError(f"device {device!r} does not exist: this machine has {cuda.device_count()} CUDA device(s)")
+    return torch.device("cuda", index)
 
 
 def _select_engine(manifest: Mapping[str, Any], submodel: str, precision: str, folder: Path) -> Tuple[str, Dict[str, Any]]:
@@ -65,8 +70,11 @@ class TensorRTOptions:
 
     engine_dir: the folder with manifest.json and the engines (``model_dir`` is an alias, as the
     pipeline loader passes it). precision: fp16 (default), fp32 or int8; a submodel without that
-    engine uses the next higher one. device: cuda (default) or cuda:N. cuda_graphs: capture a CUDA
-    graph per input shape after its first plain run (default False).
+    engine uses the next higher one. device: cuda (default) or cuda:N. cuda_graphs: replay a
+    captured CUDA graph while the input shapes stay the same, re-capturing when they change
+    (default False). lean_runtime: the lean runtime library for plans built with
+    ``exclude_lean_runtime`` (default ``libnvinfer_lean.so.<major>`` of the TensorRT that built
+    them, from the library search path).
     """
 
     engine_dir: Optional[PathLike] = None
@@ -74,6 +82,7 @@ class TensorRTOptions:
     device: Union[str, torch.device] = "cuda"
     cuda_graphs: bool = False
     model_dir: Optional[PathLike] = None
+    lean_runtime: Optional[PathLike] = None
 
 
 @register_backend("tensorrt")
@@ -95,8 +104,8 @@ class TensorRTBackend(Backend):
         self.folder = Path(folder)
         self.precision = precision
         self._device = _require_cuda_device(device)
-        tensorrt_version = trt.tensorrt_version()  # BackendUnavailableError without TensorRT
-        gpu = trt.current_gpu(self._device.index or 0)
+        tensorrt_version = trt_env.tensorrt_version()  # BackendUnavailableError without TensorRT
+        gpu = trt_env.current_gpu(self._device.index or 0)
 
         bundle = Bundle.open(self.folder)
         self.manifest = bundle.manifest
@@ -105,7 +114,7 @@ class TensorRTBackend(Backend):
         self.supported_steps = frozenset({self.timestep})
         self.model_info = self._model_info()
 
-        self.runners: Dict[str, trt.EngineRunner] = {}
+        self.runners: Dict[str, EngineRunner] = {}
         self.engine_precisions: Dict[str, str] = {}
         self.specs = {name: bundle.spec(name) for name in ("encoder", "denoiser", "decoder")}
         try:
@@ -116,10 +125,9 @@ class TensorRTBackend(Backend):
                 # stale/foreign engines are reported here, before TensorRT sees the bytes
                 sidecar = check_engine(plan_path, tensorrt_version=tensorrt_version, gpu=gpu,
                                        onnx_sha256=graph["sha256"] if graph else None)
-                build = sidecar["cache_key"]["build"]
-                runner = trt.EngineRunner(
+                runner = EngineRunner(
                     plan_path.read_bytes(), self._device, name=f"{submodel}.{used}",
-                    allow_host_code=bool(build.get("version_compatible") and not build.get("exclude_lean_runtime")),
+                    needs=PlanRuntime.from_sidecar(sidecar), lean_runtime=options.lean_runtime,
                     cuda_graphs=cuda_graphs,
                 )
                 self._check_io(submodel, runner)
@@ -151,7 +159,7 @@ class TensorRTBackend(Backend):
                          noise_channels=int(model["noise_channels"]),
                          label=f"TensorRT engines in {self.folder}")
 
-    def _check_io(self, submodel: str, runner: trt.EngineRunner) -> None:
+    def _check_io(self, submodel: str, runner: EngineRunner) -> None:
         spec = self.specs[submodel]
         if sorted(runner.input_names) != sorted(spec.input_names) or \
                 sorted(runner.output_names) != sorted(spec.output_names):

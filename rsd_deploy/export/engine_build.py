@@ -1,18 +1,20 @@
-"""Build TensorRT engines from an ``rsd-export`` folder: profiles, cache key, file names, sidecars.
+"""Build TensorRT engines from an ``rsd-export`` folder: which plans, their cache keys, sidecars.
 
-Every TensorRT call goes through :mod:`rsd_deploy.export.trt`; this module decides *what* to build
-and whether an existing engine may be reused:
+The builder calls are in :mod:`rsd_deploy.export.trt_build` and the inspector gate in
+:mod:`rsd_deploy.export.trt_inspect`; this module decides *what* to build and whether an existing
+engine may be reused:
 
 * **Cache key** - everything that changes a plan: ONNX sha256 (and its external data and source
   checkpoint), precision and precision recipe, the optimisation profile, TensorRT version, GPU
   name and compute capability, and the build flags (workspace, optimisation level, TF32,
-  version/hardware compatibility). Its sha256 prefix is in the engine file name, e.g.
-  ``denoiser.fp16.sm90.trt10.13.1a2b3c4d.plan``; the full key is in the sidecar
-  ``denoiser.fp16.sm90.trt10.13.1a2b3c4d.plan.json`` and in ``manifest.json`` under ``engines``.
-* **Stale or foreign engines** (other TensorRT version, GPU, or a changed ONNX) are detected from
-  the sidecar *before* deserialising (:func:`check_engine`), and reported in one line with the
-  rebuild command (:class:`~rsd_deploy.errors.EngineMismatchError`).
+  version/hardware compatibility). Its sha256 prefix is in the engine file name
+  (:func:`rsd_deploy.backends.trt_plans.engine_file_name`), the full key in the sidecar and in
+  ``manifest.json`` under ``engines``.
+* **Stale or foreign engines** are detected from the sidecar before deserialising
+  (:func:`rsd_deploy.backends.trt_plans.check_engine`, shared with the runtime).
 * Plans, sidecars, the timing cache and the manifest are written atomically (temp file + os.replace).
+* Refused up front: hardware-compatible plans on JetPack / DRIVE OS (TensorRT does not support
+  hardware compatibility there).
 """
 from __future__ import annotations
 
@@ -25,10 +27,25 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from tqdm import tqdm
 
-from rsd_deploy.errors import ConfigError, EngineMismatchError, ExportError, ManifestError
-from rsd_deploy.export import trt
+from rsd_deploy.backends import trt_env
+from rsd_deploy.backends.trt_env import GpuIdentity, tensorrt_status
+from rsd_deploy.backends.trt_plans import (
+    HARDWARE_COMPAT_REFUSED,
+    KEY_VERSION,
+    PRECISION_FALLBACK,
+    PlanRuntime,
+    check_engine,
+    engine_file_name,
+    key_digest,
+    rebuild_command,
+    sha256_files,
+    sidecar_path,
+)
 from rsd_deploy.bundle.specs import SUBMODELS, ShapeProfile
-from rsd_deploy.export.trt import BuildSettings, GpuIdentity, tensorrt_status
+from rsd_deploy.errors import ConfigError, EngineMismatchError, ExportError, ManifestError
+from rsd_deploy.export import trt_build, trt_inspect
+from rsd_deploy.export.trt_build import BuilderFlags, BuildSettings
+from rsd_deploy.fileio import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -38,54 +55,31 @@ __all__ = [
 ]
 
 PRECISIONS = ("fp32", "fp16", "int8")
-#: when a submodel has no graph at the requested precision, the engine of the next one is used
-PRECISION_FALLBACK = {"int8": ("int8", "fp16", "fp32"), "fp16": ("fp16", "fp32"), "fp32": ("fp32",)}
-SIDECAR_SUFFIX = ".json"
-KEY_VERSION = 1  # bump when the key layout changes: every older engine becomes stale
-
-
-def rebuild_command(onnx_dir: Path) -> str:
-    return f"rsd-export --build-engine {onnx_dir}"
 
 
 @dataclass(frozen=True)
-class EngineBuildOptions:
+class EngineBuildOptions(BuilderFlags):
     """How to build engines (``rsd-export --build-engine`` options); all of it is in the cache key.
 
-    ``profile`` overrides the export spec's (batch, latent_h, latent_w) min/opt/max for every
-    submodel (``--min-shape/--opt-shape/--max-shape``).
+    The builder settings (workspace, optimisation level, TF32, portability) are the fields of
+    :class:`~rsd_deploy.export.trt_build.BuilderFlags`. ``profile`` overrides the export spec's
+    (batch, latent_h, latent_w) min/opt/max for every submodel (``--min-shape/--opt-shape/--max-shape``).
     """
 
-    workspace_gib: float = 4.0  # builder scratch limit; lower it when tactics OOM
-    optimization_level: int = 3  # TensorRT builder optimisation level 0..5 (3 = TensorRT default)
     profile: Optional[ShapeProfile] = None
     submodels: Tuple[str, ...] = SUBMODELS
     timing_cache_dir: Optional[Path] = None  # default: the export folder
-    version_compatible: bool = False  # plan loads on newer TensorRT (and in the lean runtime)
-    exclude_lean_runtime: bool = False  # with version_compatible: smaller plan, needs the lean runtime installed
-    hardware_compatible: bool = False  # AMPERE_PLUS: one plan for every sm80+ GPU, slower
-    tf32: bool = False  # allow TF32 in fp32 layers (faster, ~1e-3 relative error)
     min_half_share: float = 0.10  # an "fp16" engine with fewer half layers than this fails the build
     force: bool = False  # rebuild even when a matching engine exists
 
     def validate(self) -> None:
         """Raise ConfigError naming the bad option."""
-        if not self.workspace_gib > 0:
-            raise ConfigError(f"workspace must be > 0 GiB, got {self.workspace_gib}")
-        if not 0 <= self.optimization_level <= 5:
-            raise ConfigError(f"optimization level must be 0..5, got {self.optimization_level}")
-        if self.exclude_lean_runtime and not self.version_compatible:
-            raise ConfigError("--exclude-lean-runtime only applies to version-compatible engines; "
-                              "add --version-compatible or drop it")
+        self.validate_flags()
         if not 0.0 <= self.min_half_share <= 1.0:
             raise ConfigError(f"min_half_share must be in [0, 1], got {self.min_half_share}")
         unknown = [s for s in self.submodels if s not in SUBMODELS]
         if unknown:
             raise ConfigError(f"unknown submodel(s) {unknown}; choose from {list(SUBMODELS)}")
-
-    @property
-    def workspace_bytes(self) -> int:
-        return int(self.workspace_gib * (1 << 30))
 
 
 @dataclass(frozen=True)
@@ -108,24 +102,6 @@ class EngineJob:
         return key_digest(self.cache_key)
 
 
-def sidecar_path(plan_path: Path) -> Path:
-    return plan_path.with_name(plan_path.name + SIDECAR_SUFFIX)
-
-
-def key_digest(key: Mapping[str, Any]) -> str:
-    """sha256 of the canonical JSON of a cache key."""
-    return hashlib.sha256(json.dumps(key, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
-def _sha256_files(paths: Sequence[Path]) -> str:
-    digest = hashlib.sha256()
-    for path in paths:
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
-
-
 def engine_cache_key(*, submodel: str, precision: str, onnx_sha256: str, external_data_sha256: Optional[str],
                      precision_recipe: Mapping[str, Any], checkpoints: Mapping[str, Optional[str]],
                      settings: BuildSettings, tensorrt_version: str, gpu: GpuIdentity) -> Dict[str, Any]:
@@ -144,75 +120,14 @@ def engine_cache_key(*, submodel: str, precision: str, onnx_sha256: str, externa
     }
 
 
-def engine_file_name(submodel: str, precision: str, gpu: GpuIdentity, tensorrt_version: str, digest: str) -> str:
-    """'denoiser.fp16.sm90.trt10.13.1a2b3c4d.plan': what it is, for which GPU/TensorRT, and the key."""
-    major_minor = ".".join(str(v) for v in trt.parse_version(tensorrt_version)[:2])
-    return f"{submodel}.{precision}.{gpu.sm}.trt{major_minor}.{digest[:8]}.plan"
-
-
 def timing_cache_path(folder: Path, gpu: GpuIdentity, tensorrt_version: str) -> Path:
     """Tactic timings are only valid for one GPU model and TensorRT version: key the file by both."""
     gpu_slug = "".join(c if c.isalnum() else "-" for c in gpu.name.lower()).strip("-")
     return folder / f"timing_cache.{gpu_slug}.{gpu.sm}.trt{tensorrt_version}.bin"
 
 
-# --------------------------------------------------------------------------- stale / foreign engines
-
-
-def check_engine(plan_path: Path, *, tensorrt_version: str, gpu: GpuIdentity,
-                 onnx_sha256: Optional[str] = None, rebuild_dir: Optional[Path] = None,
-                 verify_plan_sha256: bool = True) -> Dict[str, Any]:
-    """Check a plan against this machine *before* deserialising it; returns its sidecar.
-
-    Raises EngineMismatchError (one line, with the rebuild command) when the plan or its sidecar is
-    missing, the plan was built by another TensorRT version (unless version-compatible and older),
-    for another GPU (unless hardware-compatible and this GPU is sm80+), from another ONNX graph
-    (when ``onnx_sha256`` is given), or when the plan bytes no longer match the sidecar.
-    """
-    folder = rebuild_dir if rebuild_dir is not None else plan_path.parent
-    fix = f"rebuild with `{rebuild_command(folder)}`"
-    if not plan_path.is_file():
-        raise EngineMismatchError(f"engine {plan_path} is missing; {fix}")
-    side = sidecar_path(plan_path)
-    try:
-        sidecar = json.loads(side.read_text())
-        key = sidecar["cache_key"]
-        built_trt = str(key["tensorrt"])
-        built_gpu = key["gpu"]
-        built_cc = tuple(int(v) for v in built_gpu["compute_capability"])
-        build = key["build"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise EngineMismatchError(
-            f"engine {plan_path.name} has no readable sidecar {side.name} ({type(exc).__name__}), so its "
-            f"TensorRT version and GPU are unknown; {fix}"
-        ) from exc
-
-    problems: List[str] = []
-    if key.get("key_version") != KEY_VERSION:
-        problems.append(f"cache key version {key.get('key_version')} != {KEY_VERSION}")
-    if build.get("version_compatible"):
-        if trt.parse_version(tensorrt_version) < trt.parse_version(built_trt):
-            problems.append(f"built with TensorRT {built_trt}, newer than the installed {tensorrt_version}")
-    elif built_trt != tensorrt_version:
-        problems.append(f"built with TensorRT {built_trt} but {tensorrt_version} is installed")
-    here = f"{gpu.name} ({gpu.sm})"
-    there = f"{built_gpu.get('name')} (sm{built_cc[0]}{built_cc[1]})"
-    if build.get("hardware_compatible"):
-        if gpu.compute_capability < (8, 0):
-            problems.append(f"hardware-compatible plans need an sm80+ GPU, this is {here}")
-    elif built_cc != gpu.compute_capability or built_gpu.get("name") != gpu.name:
-        problems.append(f"built for {there} but this GPU is {here}")
-    if onnx_sha256 is not None and key.get("onnx_sha256") != onnx_sha256:
-        problems.append("its ONNX graph changed since the build (sha256 differs)")
-    if verify_plan_sha256 and not problems and sidecar.get("sha256") != trt_plan_sha256(plan_path):
-        problems.append("the plan file does not match its sidecar (modified or partial)")
-    if problems:
-        raise EngineMismatchError(f"engine {plan_path.name} is stale: {'; '.join(problems)}; {fix}")
-    return dict(sidecar)
-
-
 def trt_plan_sha256(path: Path) -> str:
-    return _sha256_files([path])
+    return sha256_files([path])
 
 
 # --------------------------------------------------------------------------- build
@@ -263,13 +178,11 @@ def plan_jobs(onnx_dir: Path, manifest: Mapping[str, Any], precisions: Sequence[
             profile = spec.trt_profile(options.profile)  # ShapeError if not multiples of spec.multiple
             settings = BuildSettings(
                 profile={name: (tuple(a), tuple(b), tuple(c)) for name, (a, b, c) in profile.items()},
-                workspace_bytes=options.workspace_bytes, optimization_level=options.optimization_level,
-                tf32=options.tf32, version_compatible=options.version_compatible,
-                exclude_lean_runtime=options.exclude_lean_runtime, hardware_compatible=options.hardware_compatible,
+                flags=options.builder_flags(),
             )
             key = engine_cache_key(
                 submodel=submodel, precision=precision, onnx_sha256=onnx_sha,
-                external_data_sha256=_sha256_files(external) if external else None,
+                external_data_sha256=sha256_files(external) if external else None,
                 precision_recipe=variant.get("precision_recipe", {}), checkpoints=checkpoints,
                 settings=settings, tensorrt_version=tensorrt_version, gpu=gpu,
             )
@@ -305,11 +218,12 @@ def build_engine(job: EngineJob, options: EngineBuildOptions, timing_cache: Opti
     from rsd_deploy.fileio import atomic_write_json
 
     log.info("building %s from %s", job.plan_path.name, job.onnx_path.name)
-    plan = trt.build_serialized_engine(job.onnx_path, job.settings, timing_cache)
-    summary = trt.inspect_plan(plan, _opt_shapes(job.settings))
+    plan = trt_build.build_serialized_engine(job.onnx_path, job.settings, timing_cache)
+    summary = trt_inspect.inspect_plan(plan, _opt_shapes(job.settings),
+                                       PlanRuntime.from_sidecar({"cache_key": job.cache_key}))
     log.info("%s layers: %s", job.plan_path.name, summary.to_dict())
-    trt.check_engine_precision(summary, job.precision, job.plan_path.name, options.min_half_share)
-    trt.atomic_write_bytes(job.plan_path, plan)
+    trt_inspect.check_engine_precision(summary, job.precision, job.plan_path.name, options.min_half_share)
+    atomic_write_bytes(job.plan_path, plan)
     sidecar = {
         "file": job.plan_path.name,
         "sha256": hashlib.sha256(plan).hexdigest(),
@@ -359,8 +273,11 @@ def build_engines(onnx_dir: Path, precisions: Sequence[str],
         raise BackendUnavailableError(
             f"no TensorRT engines built: {reason}; on a GPU machine run `{rebuild_command(onnx_dir)}`"
         )
-    tensorrt_version = trt.tensorrt_version()
-    gpu = trt.current_gpu()
+    tensorrt_version = trt_env.tensorrt_version()
+    gpu = trt_env.current_gpu(trt_env.CUDA.current_device())  # TensorRT builds on the current device
+    if options.hardware_compatible and gpu.embedded:
+        raise ConfigError(f"{HARDWARE_COMPAT_REFUSED}; this is {gpu.name} ({gpu.sm}): build without "
+                          "hardware_compatible on this device")
     manifest = _load_manifest(onnx_dir)
     jobs = plan_jobs(onnx_dir, manifest, precisions, options, tensorrt_version, gpu)
     cache_file = timing_cache_path(Path(options.timing_cache_dir or onnx_dir), gpu, tensorrt_version)

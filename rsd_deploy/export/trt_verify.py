@@ -147,14 +147,16 @@ def _engine_runner_factory(onnx_dir: Path, manifest: Mapping[str, Any]) -> Runne
     """TrtRunner over each checked engine of the bundle (stale/foreign engines refused first)."""
     from polygraphy.backend.trt import EngineFromBytes, TrtRunner
 
+    from rsd_deploy.backends import trt_env
+    from rsd_deploy.backends.trt_plans import PlanRuntime, check_engine, rebuild_command
+    from rsd_deploy.backends.trt_runtime import make_runtime
     from rsd_deploy.errors import BackendUnavailableError
-    from rsd_deploy.export import trt
-    from rsd_deploy.export.engine_build import check_engine, rebuild_command
 
-    available, reason = trt.tensorrt_status()
+    available, reason = trt_env.tensorrt_status()
     if not available:
         raise BackendUnavailableError(f"cannot verify TensorRT engines: {reason}")
-    version, gpu = trt.tensorrt_version(), trt.current_gpu()
+    version, gpu = trt_env.tensorrt_version(), trt_env.current_gpu()
+    runtimes: List[Any] = []  # TensorRT runtimes must outlive their engines
 
     def factory(submodel: str, precision: str) -> Any:
         entry = (manifest.get("engines") or {}).get(submodel, {}).get(precision)
@@ -164,8 +166,8 @@ def _engine_runner_factory(onnx_dir: Path, manifest: Mapping[str, Any]) -> Runne
         plan_path = onnx_dir / entry["file"]
         variant = manifest["graphs"][submodel]["variants"].get(precision, {})
         sidecar = check_engine(plan_path, tensorrt_version=version, gpu=gpu, onnx_sha256=variant.get("sha256"))
-        build = sidecar["cache_key"]["build"]
-        runtime = trt.make_runtime(bool(build.get("version_compatible") and not build.get("exclude_lean_runtime")))
+        keep, runtime = make_runtime(PlanRuntime.from_sidecar(sidecar))  # lean runtime / host code as needed
+        runtimes.extend(keep)
         return TrtRunner(EngineFromBytes(plan_path.read_bytes(), runtime=runtime), name=f"trt-{submodel}-{precision}")
 
     return factory
@@ -173,7 +175,7 @@ def _engine_runner_factory(onnx_dir: Path, manifest: Mapping[str, Any]) -> Runne
 
 def _engine_precisions(manifest: Mapping[str, Any], onnx_dir: Path) -> Tuple[str, ...]:
     """Precisions with an engine for every submodel."""
-    from rsd_deploy.export.engine_build import rebuild_command
+    from rsd_deploy.backends.trt_plans import rebuild_command
 
     engines = manifest.get("engines") or {}
     found = [p for p in MIN_PSNR_DB if all(p in engines.get(s, {}) for s in SUBMODELS)]

@@ -162,7 +162,7 @@ def test_cli_usage_errors_are_one_line(capsys):
 def test_cli_hands_the_export_to_triton_and_verify(export_dir, tmp_path, capsys):
     from rsd_deploy.cli.common import run_command
     from rsd_deploy.cli.export import _triton, cli
-    from rsd_deploy.export.trt import tensorrt_status
+    from rsd_deploy.backends.trt_env import tensorrt_status
 
     pytest.importorskip("rsd_deploy.export.triton")
     _triton(export_dir, tmp_path / "triton")

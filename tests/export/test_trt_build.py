@@ -7,6 +7,7 @@ TensorRT builds or runs these engines: tests/gpu/test_trt_engines.py does, on a 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import sys
 import types
@@ -20,7 +21,7 @@ from rsd_deploy.errors import (
     ExportError,
     ShapeError,
 )
-from rsd_deploy.export import trt
+from rsd_deploy.backends import trt_env
 from rsd_deploy.export.engine_build import (
     EngineBuildOptions,
     build_engines,
@@ -29,9 +30,12 @@ from rsd_deploy.export.engine_build import (
     key_digest,
     tensorrt_status,
 )
-from rsd_deploy.fileio import sha256_file
 from rsd_deploy.bundle.specs import ShapeProfile
-from tests.export.trt_fixtures import _toy_bundle_template, fake_trt, install_fake, toy_bundle  # noqa: F401
+from rsd_deploy.fileio import sha256_file
+from rsd_deploy.export.trt_build import BuilderFlags, BuildSettings
+from tests.export.trt_fixtures import (  # noqa: F401
+    _toy_bundle_template, fake_trt, install_fake, no_cuda_violations, toy_bundle,
+)
 from tests.export.trt_toy_bundle import toy_specs
 
 SMALL = EngineBuildOptions(workspace_gib=2.0, optimization_level=2)
@@ -115,8 +119,38 @@ def test_timing_cache_is_saved_per_gpu_and_version_and_reloaded(fake_trt, toy_bu
     assert cache.name == "timing_cache.nvidia-h100-80gb-hbm3.sm90.trt10.13.0.35.bin"
     sizes = [c["nbytes"] for c in fake_trt.called("create_timing_cache")]
     assert sizes[0] == 0 and sizes[1] > 0  # the second engine started from what the first measured
-    assert cache.stat().st_size == len(b"tactic;") * 3
+    assert cache.read_bytes().startswith(b"fake-timing-cache|10.13.0.35|") and cache.read_bytes().count(b"tactic;") == 3
     assert all(c["ignore_mismatch"] is False for c in fake_trt.called("set_timing_cache"))
+
+
+@pytest.mark.parametrize("content, rejected_by", [
+    (b"\x00garbage", "create_timing_cache"),  # corrupt: create_timing_cache returns None
+    (b"fake-timing-cache|10.12.0.36|NVIDIA A100:80|tactic;", "set_timing_cache"),  # foreign: set returns False
+])
+def test_a_bad_timing_cache_is_replaced_not_fatal(fake_trt, toy_bundle, caplog, monkeypatch, content, rejected_by):
+    cache = toy_bundle / "timing_cache.nvidia-h100-80gb-hbm3.sm90.trt10.13.0.35.bin"
+    cache.write_bytes(content)
+    # a CLI test may have run setup_logging (rsd_deploy: quiet, not propagating)
+    monkeypatch.setattr(logging.getLogger("rsd_deploy"), "propagate", True)
+    with caplog.at_level(logging.WARNING, logger="rsd_deploy.export.trt_build"):
+        build_engines(toy_bundle, ["fp32"], EngineBuildOptions(submodels=("decoder",)))
+    assert "was rejected" in caplog.text
+    assert cache.read_bytes().startswith(b"fake-timing-cache|10.13.0.35|NVIDIA H100 80GB HBM3:90|")
+    assert len(fake_trt.called("create_timing_cache")) == 2  # the bad one, then an empty one
+
+
+def test_precision_builder_flags_would_fail_a_strongly_typed_10x_build(fake_trt, toy_bundle):
+    # the double refuses what TensorRT 10.x refuses; the build never sets these flags
+    build_engines(toy_bundle, ["fp16"], EngineBuildOptions(submodels=("encoder",)))
+    assert not {"FP16", "INT8", "BF16"} & {c["flag"] for c in fake_trt.called("set_flag")}
+    from tests.export.trt_fake import FakeBuilder
+
+    builder = FakeBuilder(fake_trt, fake_trt.Logger())
+    network = builder.create_network(1 << 1)
+    network.onnx_path = str(toy_bundle / "encoder.onnx")
+    config = builder.create_builder_config()
+    config.set_flag(fake_trt.BuilderFlag.FP16)
+    assert builder.build_serialized_network(network, config) is None
 
 
 def test_tensorrt_11_flavour_builds_without_the_removed_api(monkeypatch, toy_bundle):
@@ -125,10 +159,13 @@ def test_tensorrt_11_flavour_builds_without_the_removed_api(monkeypatch, toy_bun
     assert {c["flags"] for c in fake.called("create_network")} == {0}
     assert all(".trt11.4." in p.name for p in paths)
     sidecar = json.loads(paths[0].with_name(paths[0].name + ".json").read_text())
-    assert sidecar["io_tensors"]  # read from "I/O Tensors" (11.x) instead of "Bindings"
+    assert sidecar["file"].startswith("encoder.")
+    assert sidecar["io_tensors"] == ["image", "latent"]  # names of the 11.x "I/O Tensors" objects, not dict text
+    assert sidecar["layer_precisions"]["unknown"] == 0  # the split "DataType" field was read
 
 
 def test_compatibility_flags(fake_trt, toy_bundle):
+    fake_trt.lean_libraries["libnvinfer_lean.so.10"] = "10.13.0.35"  # the build inspects the lean-free plan
     options = EngineBuildOptions(version_compatible=True, exclude_lean_runtime=True, hardware_compatible=True,
                                  tf32=True, submodels=("decoder",))
     build_engines(toy_bundle, ["fp32"], options)
@@ -191,7 +228,7 @@ def test_missing_precision_and_bad_options(fake_trt, toy_bundle):
         build_engines(toy_bundle, ["int8"], SMALL)
     with pytest.raises(ConfigError, match="unknown engine precision"):
         build_engines(toy_bundle, ["fp64"], SMALL)
-    with pytest.raises(ConfigError, match="--exclude-lean-runtime"):
+    with pytest.raises(ConfigError, match="exclude_lean_runtime only applies to version-compatible"):
         build_engines(toy_bundle, ["fp32"], EngineBuildOptions(exclude_lean_runtime=True))
     with pytest.raises(ConfigError, match="optimization level"):
         build_engines(toy_bundle, ["fp32"], EngineBuildOptions(optimization_level=7))
@@ -199,8 +236,8 @@ def test_missing_precision_and_bad_options(fake_trt, toy_bundle):
 
 
 def test_cache_key_covers_every_ingredient():
-    gpu = trt.GpuIdentity("NVIDIA H100 80GB HBM3", (9, 0))
-    settings = trt.BuildSettings(profile={"x": ((1, 3, 16, 16), (1, 3, 64, 64), (4, 3, 256, 256))})
+    gpu = trt_env.GpuIdentity("NVIDIA H100 80GB HBM3", (9, 0))
+    settings = BuildSettings(profile={"x": ((1, 3, 16, 16), (1, 3, 64, 64), (4, 3, 256, 256))})
     base = dict(submodel="denoiser", precision="fp16", onnx_sha256="a" * 64, external_data_sha256=None,
                 precision_recipe={"kept_fp32": ["Softmax"]}, checkpoints={"unet": "b" * 64, "vq": None},
                 settings=settings, tensorrt_version="10.13.0.35", gpu=gpu)
@@ -208,15 +245,15 @@ def test_cache_key_covers_every_ingredient():
     changes = {
         "onnx_sha256": "c" * 64, "external_data_sha256": "d" * 64, "precision": "int8",
         "precision_recipe": {"kept_fp32": []}, "checkpoints": {"unet": "e" * 64, "vq": None},
-        "tensorrt_version": "10.13.0.36", "gpu": trt.GpuIdentity("NVIDIA A100-SXM4-80GB", (8, 0)),
-        "settings": trt.BuildSettings(profile={"x": ((1, 3, 16, 16), (1, 3, 64, 64), (4, 3, 128, 128))}),
+        "tensorrt_version": "10.13.0.36", "gpu": trt_env.GpuIdentity("NVIDIA A100-SXM4-80GB", (8, 0)),
+        "settings": BuildSettings(profile={"x": ((1, 3, 16, 16), (1, 3, 64, 64), (4, 3, 128, 128))}),
     }
     for field, value in changes.items():
         assert key_digest(engine_cache_key(**{**base, field: value})) != reference, field
-    same_name_other_card = trt.GpuIdentity("NVIDIA H200", (9, 0))
+    same_name_other_card = trt_env.GpuIdentity("NVIDIA H200", (9, 0))
     assert key_digest(engine_cache_key(**{**base, "gpu": same_name_other_card})) != reference
     for flag in ("tf32", "version_compatible", "hardware_compatible"):
-        flagged = trt.BuildSettings(profile=settings.profile, **{flag: True})
+        flagged = BuildSettings(profile=settings.profile, flags=BuilderFlags(**{flag: True}))
         assert key_digest(engine_cache_key(**{**base, "settings": flagged})) != reference, flag
     name = engine_file_name("denoiser", "fp16", gpu, "10.13.0.35", reference)
     assert name == f"denoiser.fp16.sm90.trt10.13.{reference[:8]}.plan"
@@ -242,9 +279,7 @@ def test_status_sees_through_stub_only_and_old_installs(monkeypatch):
 
 
 def test_status_without_a_gpu(monkeypatch):
-    from tests.export.trt_fake import FakeTensorRT
-
-    monkeypatch.setitem(sys.modules, "tensorrt", FakeTensorRT())
-    monkeypatch.setattr(trt.torch.cuda, "is_available", lambda: False)
+    fake = install_fake(monkeypatch)
+    fake.cuda.gpus = []  # torch.cuda.is_available() is False
     available, reason = tensorrt_status()
     assert not available and reason.startswith("no CUDA GPU")

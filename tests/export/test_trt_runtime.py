@@ -18,17 +18,17 @@ import torch
 from rsd_deploy.backends import trt_backend
 from rsd_deploy.backends.base import create_backend
 from rsd_deploy.errors import BackendUnavailableError, ConfigError, EngineMismatchError, ShapeError
-from rsd_deploy.export import trt
+from rsd_deploy.backends import trt_env
+from rsd_deploy.backends.trt_runtime import EngineRunner
 from rsd_deploy.export.engine_build import EngineBuildOptions, build_engines, check_engine
-from tests.export.trt_fixtures import _toy_bundle_template, fake_trt, install_fake, toy_bundle  # noqa: F401
+from tests.export.trt_fixtures import (  # noqa: F401
+    _toy_bundle_template, fake_trt, install_fake, no_cuda_violations, toy_bundle,
+)
 
-H100 = trt.GpuIdentity("NVIDIA H100 80GB HBM3", (9, 0))
+H100 = trt_env.GpuIdentity("NVIDIA H100 80GB HBM3", (9, 0))
 
 
-@pytest.fixture
-def cpu_device(monkeypatch):
-    """Let the backend put its buffers on the CPU, where FakeTensorRT can read them."""
-    monkeypatch.setattr(trt_backend, "_require_cuda_device", lambda device: torch.device("cpu"))
+CUDA0 = torch.device("cuda", 0)
 
 
 def _ort(folder, name):
@@ -48,7 +48,7 @@ def _inputs(seed=0, h=16, w=32):
     }
 
 
-def test_backend_matches_onnxruntime_on_the_same_graphs(fake_trt, toy_bundle, cpu_device):
+def test_backend_matches_onnxruntime_on_the_same_graphs(fake_trt, toy_bundle):
     build_engines(toy_bundle, ["fp32"], EngineBuildOptions(workspace_gib=1.0))
     backend = create_backend("tensorrt", engine_dir=toy_bundle, precision="fp32", device="cuda")
     x = _inputs()
@@ -70,7 +70,7 @@ def test_backend_matches_onnxruntime_on_the_same_graphs(fake_trt, toy_bundle, cp
     assert backend.engine_precisions == {"encoder": "fp32", "denoiser": "fp32", "decoder": "fp32"}
 
 
-def test_every_io_tensor_is_bound_once_per_shape(fake_trt, toy_bundle, cpu_device):
+def test_every_io_tensor_is_bound_once_per_shape(fake_trt, toy_bundle):
     build_engines(toy_bundle, ["fp32"], EngineBuildOptions(submodels=("encoder", "denoiser", "decoder")))
     backend = create_backend("tensorrt", engine_dir=toy_bundle, precision="fp32")
     runner = backend.runners["denoiser"]
@@ -92,7 +92,7 @@ def test_every_io_tensor_is_bound_once_per_shape(fake_trt, toy_bundle, cpu_devic
     np.testing.assert_array_equal(backend.denoise(a["z"], 14, a["lq"], a["noise"]).numpy(), out_a.numpy())
 
 
-def test_backend_refuses_what_the_graph_cannot_do(fake_trt, toy_bundle, cpu_device):
+def test_backend_refuses_what_the_graph_cannot_do(fake_trt, toy_bundle):
     build_engines(toy_bundle, ["fp32"])
     backend = create_backend("tensorrt", model_dir=toy_bundle, precision="fp32")
     x = _inputs()
@@ -105,7 +105,7 @@ def test_backend_refuses_what_the_graph_cannot_do(fake_trt, toy_bundle, cpu_devi
         backend.encode(big)
 
 
-def test_precision_falls_back_to_the_next_higher_engine(fake_trt, toy_bundle, cpu_device):
+def test_precision_falls_back_to_the_next_higher_engine(fake_trt, toy_bundle):
     build_engines(toy_bundle, ["fp32", "fp16"])
     backend = create_backend("tensorrt", engine_dir=toy_bundle, precision="int8")
     assert backend.engine_precisions == {"encoder": "fp16", "denoiser": "fp16", "decoder": "fp16"}
@@ -114,7 +114,7 @@ def test_precision_falls_back_to_the_next_higher_engine(fake_trt, toy_bundle, cp
     np.testing.assert_array_equal(backend.encode(x["image"]).numpy(), ref)
 
 
-def test_missing_engines_name_the_build_command(fake_trt, toy_bundle, cpu_device):
+def test_missing_engines_name_the_build_command(fake_trt, toy_bundle):
     with pytest.raises(BackendUnavailableError, match=f"rsd-export --build-engine {toy_bundle}"):
         create_backend("tensorrt", engine_dir=toy_bundle, precision="fp16")
 
@@ -122,7 +122,7 @@ def test_missing_engines_name_the_build_command(fake_trt, toy_bundle, cpu_device
 def test_backend_needs_cuda(monkeypatch, fake_trt, toy_bundle):
     with pytest.raises(ConfigError, match="CUDA GPU"):
         create_backend("tensorrt", engine_dir=toy_bundle, device="cpu")
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    fake_trt.cuda.gpus = []  # torch.cuda.is_available() is False
     with pytest.raises(BackendUnavailableError, match="no CUDA GPU"):
         create_backend("tensorrt", engine_dir=toy_bundle, device="cuda")
 
@@ -138,15 +138,14 @@ def _one_engine(fake, folder, **options):
 
 @pytest.mark.parametrize("installed, gpu, needle", [
     ("10.14.1.48", H100, "built with TensorRT 10.13.0.35 but 10.14.1.48 is installed"),
-    ("10.13.0.35", trt.GpuIdentity("NVIDIA A100-SXM4-80GB", (8, 0)),
+    ("10.13.0.35", trt_env.GpuIdentity("NVIDIA A100-SXM4-80GB", (8, 0)),
      "built for NVIDIA H100 80GB HBM3 (sm90) but this GPU is NVIDIA A100-SXM4-80GB (sm80)"),
-    ("10.13.0.35", trt.GpuIdentity("NVIDIA H200", (9, 0)), "but this GPU is NVIDIA H200 (sm90)"),
+    ("10.13.0.35", trt_env.GpuIdentity("NVIDIA H200", (9, 0)), "but this GPU is NVIDIA H200 (sm90)"),
 ])
 def test_foreign_engine_is_refused_before_deserialising(monkeypatch, toy_bundle, installed, gpu, needle):
     install_fake(monkeypatch)
     build_engines(toy_bundle, ["fp32"])
     fake = install_fake(monkeypatch, version=installed, gpu=(gpu.name, gpu.compute_capability))
-    monkeypatch.setattr(trt_backend, "_require_cuda_device", lambda device: torch.device("cpu"))
     with pytest.raises(EngineMismatchError) as info:
         create_backend("tensorrt", engine_dir=toy_bundle, precision="fp32")
     message = str(info.value)
@@ -169,7 +168,7 @@ def test_changed_onnx_or_plan_makes_an_engine_stale(fake_trt, toy_bundle):
     assert fake_trt.deserialized == 0
 
 
-def test_rebuilt_onnx_makes_the_bundle_engines_stale(fake_trt, toy_bundle, cpu_device):
+def test_rebuilt_onnx_makes_the_bundle_engines_stale(fake_trt, toy_bundle):
     _one_engine(fake_trt, toy_bundle)
     build_engines(toy_bundle, ["fp32"], EngineBuildOptions(submodels=("encoder", "denoiser")))
     manifest = json.loads((toy_bundle / "manifest.json").read_text())
@@ -183,15 +182,15 @@ def test_rebuilt_onnx_makes_the_bundle_engines_stale(fake_trt, toy_bundle, cpu_d
 def test_compatible_plans_load_where_they_are_meant_to(monkeypatch, toy_bundle):
     fake = install_fake(monkeypatch)
     plan = _one_engine(fake, toy_bundle, version_compatible=True, hardware_compatible=True)
-    a100 = trt.GpuIdentity("NVIDIA A100-SXM4-80GB", (8, 0))
+    a100 = trt_env.GpuIdentity("NVIDIA A100-SXM4-80GB", (8, 0))
     check_engine(plan, tensorrt_version="11.4.0.5", gpu=a100)  # newer TensorRT, other sm80+ GPU: fine
     with pytest.raises(EngineMismatchError, match="newer than the installed 10.12.0.36"):
         check_engine(plan, tensorrt_version="10.12.0.36", gpu=H100)
     with pytest.raises(EngineMismatchError, match="need an sm80\\+ GPU"):
-        check_engine(plan, tensorrt_version="10.13.0.35", gpu=trt.GpuIdentity("Tesla T4", (7, 5)))
+        check_engine(plan, tensorrt_version="10.13.0.35", gpu=trt_env.GpuIdentity("Tesla T4", (7, 5)))
 
 
-def test_version_compatible_plan_with_lean_runtime_allows_host_code(fake_trt, toy_bundle, cpu_device):
+def test_version_compatible_plan_with_lean_runtime_allows_host_code(fake_trt, toy_bundle):
     build_engines(toy_bundle, ["fp32"], EngineBuildOptions(version_compatible=True))
     fake_trt.calls.clear()
     create_backend("tensorrt", engine_dir=toy_bundle, precision="fp32")
@@ -205,8 +204,7 @@ def test_version_compatible_plan_with_lean_runtime_allows_host_code(fake_trt, to
 def test_runner_on_both_api_generations(monkeypatch, toy_bundle, version, flavour):
     fake = install_fake(monkeypatch, version=version, flavour=flavour)
     (plan,) = build_engines(toy_bundle, ["fp16"], EngineBuildOptions(submodels=("encoder",)))
-    runner = trt.EngineRunner(plan.read_bytes(), torch.device("cpu"), name="encoder.fp16", cuda_graphs=True)
-    assert runner.cuda_graphs is False  # CUDA graphs only on CUDA devices
+    runner = EngineRunner(plan.read_bytes(), CUDA0, name="encoder.fp16", cuda_graphs=True)
     assert runner.device_memory_bytes == 1 << 20  # device_memory_size_v2 on both
     assert runner.input_names == ["image"] and runner.output_names == ["latent"]
     assert runner.profile_shapes("image")[2] == (4, 3, 1024, 1024)
@@ -224,5 +222,5 @@ def test_plan_from_another_version_fails_to_deserialise_cleanly(monkeypatch, toy
     (plan,) = build_engines(toy_bundle, ["fp32"], EngineBuildOptions(submodels=("encoder",)))
     install_fake(monkeypatch, version="10.14.1.48")
     with pytest.raises(EngineMismatchError, match="could not deserialise"):
-        trt.EngineRunner(plan.read_bytes(), torch.device("cpu"))
+        EngineRunner(plan.read_bytes(), CUDA0)
     assert fake.builds == 1

@@ -18,7 +18,7 @@ import torch
 from rsd_deploy.errors import AtolError, BackendUnavailableError, ConfigError
 from rsd_deploy.export.trt_verify import VerifyOptions, psnr_db, to_uint8, verify_engines
 from tests.conftest import DATA
-from tests.export.trt_fixtures import _toy_bundle_template, fake_trt, toy_bundle  # noqa: F401
+from tests.export.trt_fixtures import _toy_bundle_template, fake_trt, no_cuda_violations, toy_bundle  # noqa: F401
 
 REALSET = DATA / "realset65"
 

@@ -3,6 +3,7 @@
 Imported by the tests/export/test_trt_*.py modules (not a conftest: tests/export is shared)."""
 from __future__ import annotations
 
+import gc
 import shutil
 import sys
 from pathlib import Path
@@ -29,16 +30,36 @@ def toy_bundle(_toy_bundle_template, tmp_path) -> Path:
     return folder
 
 
-def install_fake(monkeypatch, version: str = "10.13.0.35", flavour: str = "10", gpu=GPU):
-    """Put a FakeTensorRT in sys.modules and pretend a CUDA GPU is present (for identity only)."""
-    from rsd_deploy.export import trt
+def install_fake(monkeypatch, version: str = "10.13.0.35", flavour: str = "10", gpu=GPU, gpus=None):
+    """Put a FakeTensorRT in sys.modules and its FakeCuda device model behind the runtime's CUDA seam.
+
+    ``gpus``: [(name, (major, minor), integrated)], default one discrete ``gpu``. The previous
+    FakeCuda's violations are kept for the ``no_cuda_violations`` check."""
+    from rsd_deploy.backends import trt_env
+    from tests.export.cuda_fake import FakeCuda
     from tests.export.trt_fake import FakeTensorRT
 
-    fake = FakeTensorRT(version=version, flavour=flavour)
+    cuda = FakeCuda(gpus or [(gpu[0], tuple(gpu[1]), False)])
+    fake = FakeTensorRT(version=version, flavour=flavour, cuda=cuda)
     monkeypatch.setitem(sys.modules, "tensorrt", fake)
-    identity = trt.GpuIdentity(gpu[0], gpu[1])
-    monkeypatch.setattr(trt, "current_gpu", lambda device_index=0: identity)
+    monkeypatch.setattr(trt_env, "CUDA", cuda)
+    _INSTALLED.append(cuda)
     return fake
+
+
+_INSTALLED: list = []
+
+
+@pytest.fixture(autouse=True)
+def no_cuda_violations():
+    """Fail the test when the code broke a rule the device model checks (use-after-free, wrong
+    device, host pointer, stale graph, ...): a real GPU would not say so as clearly."""
+    _INSTALLED.clear()
+    yield
+    gc.collect()  # run the FakeCuda finalizers of everything the test dropped
+    found = [v for cuda in _INSTALLED for v in cuda.violations]
+    _INSTALLED.clear()
+    assert not found, "FakeCuda violations:\n" + "\n".join(found)
 
 
 @pytest.fixture

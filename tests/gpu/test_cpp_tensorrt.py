@@ -96,3 +96,22 @@ def test_out_of_profile_tiles_fail_with_one_line(trt_cpp, engine_bundle, tmp_pat
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 4 and "outside the engine profile" in proc.stderr
     assert not (tmp_path / "o.png").exists()
+
+
+def test_version_compatible_plans_load_in_the_cpp_runner(trt_cpp, engine_bundle, tmp_path):
+    """setEngineHostCodeAllowed(true): a version-compatible plan (embedded lean runtime) loads."""
+    import shutil
+
+    import cv2
+
+    from rsd_deploy.export.engine_build import EngineBuildOptions, build_engines
+    from rsd_deploy.export.specs import ShapeProfile
+
+    bundle = tmp_path / "vc"
+    shutil.copytree(engine_bundle, bundle)
+    build_engines(bundle, ["fp32"], EngineBuildOptions(profile=ShapeProfile((1, 16, 16), (1, 32, 32), (4, 64, 64)),
+                                                       version_compatible=True))
+    image = tmp_path / "lr.png"
+    assert cv2.imwrite(str(image), np.full((64, 64, 3), 127, np.uint8))
+    out = _run(trt_cpp, bundle, image, tmp_path / "vc.npy", "tensorrt")
+    assert np.isfinite(out).all()

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from rsd_deploy.export.trt import tensorrt_status
+from rsd_deploy.backends.trt_env import tensorrt_status
 
 pytestmark = [pytest.mark.gpu, pytest.mark.trt]
 
@@ -28,17 +28,6 @@ from rsd_deploy.export.engine_build import EngineBuildOptions, build_engines  # 
 from rsd_deploy.export.trt_verify import VerifyOptions, verify_engines  # noqa: E402
 
 OPTIONS = EngineBuildOptions(workspace_gib=2.0, optimization_level=2)
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory, tiny_rsd, tiny_vq):
-    """rsd-export of the tiny RSD student + VQ fixtures: fp32, fp16 and int8 graphs."""
-    from rsd_deploy.export.exporter import ExportConfig, export_models
-
-    out = tmp_path_factory.mktemp("tiny_export")
-    export_models(ExportConfig(out_dir=out, unet=tiny_rsd, vq_model=tiny_vq, fp16=True, int8=True,
-                               calib_count=4, accuracy_count=1))
-    return out
 
 
 @pytest.fixture(scope="module")

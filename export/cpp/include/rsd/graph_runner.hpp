@@ -22,6 +22,8 @@ struct RunnerOptions {
   int threads = 0;                      // ONNX Runtime intra-op threads (0: its default)
   bool cuda_graph = false;              // TensorRT: capture each shape once, replay after
   int device = 0;                       // CUDA device
+  std::string lean_runtime;             // TensorRT: lean runtime library for plans built without it
+                                        // (empty: libnvinfer_lean.so.<major> from the library path)
 };
 
 // Factories; each throws rsd::Error(kExitBackend) when its runtime was not compiled in.

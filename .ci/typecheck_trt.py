@@ -11,7 +11,7 @@ The stubs describe TensorRT 10.x. Members removed in 11.x (``BuilderFlag.FP16``,
 ``device_memory_size``, ...) still type-check here, so mypy cannot catch 11.x breakage; our code
 reaches those through ``hasattr``/``getattr`` and the unit tests drive an 11.x-shaped test double.
 
-Usage:  python export/typecheck_trt.py [paths...]   (default: the TensorRT modules)
+Usage:  python .ci/typecheck_trt.py [paths...]   (default: the TensorRT modules)
 Needs:  mypy. The stubs are taken from the environment when installed, else fetched with
         `pip install --no-deps --target <temp dir> tensorrt-stubs==10.13.0.35.1`: keep them out of
         the environment, where they make `import tensorrt` succeed without TensorRT.
@@ -29,9 +29,13 @@ from typing import List, Sequence
 REPO = Path(__file__).resolve().parents[1]
 STUBS_PIN = "tensorrt-stubs==10.13.0.35.1"  # 10.9-10.13 all need the fixes below; 10.13 matches our floor best
 DEFAULT_TARGETS = (
-    "rsd_deploy/export/trt.py",
-    "rsd_deploy/export/engine_build.py",
+    "rsd_deploy/backends/trt_env.py",
+    "rsd_deploy/backends/trt_plans.py",
+    "rsd_deploy/backends/trt_runtime.py",
     "rsd_deploy/backends/trt_backend.py",
+    "rsd_deploy/export/trt_build.py",
+    "rsd_deploy/export/trt_inspect.py",
+    "rsd_deploy/export/engine_build.py",
 )
 MYPY_CONFIG = """\
 [mypy]
