@@ -279,9 +279,19 @@ def read_rgb_float(path: Path | str) -> np.ndarray:
     return img.astype(np.float32) / peak
 
 
-def image_files(folder: os.PathLike) -> List[Path]:
-    """The image files directly in ``folder`` (by extension, hidden files skipped, not recursive), sorted.
+def image_files(folder: os.PathLike, recursive: bool = False) -> List[Path]:
+    """The image files in ``folder`` (by extension, hidden files skipped), sorted.
 
-    Callers decide what an empty or missing folder means for them (their own one-line error)."""
-    return sorted(c for c in Path(folder).iterdir()
-                  if c.is_file() and not c.name.startswith(".") and c.suffix.lower() in SUPPORTED_EXTENSIONS)
+    ``recursive=True`` also walks sub-folders (an ImageNet train tree: one folder per class,
+    ``**/*.JPEG``); hidden sub-folders are skipped. Callers decide what an empty or missing folder
+    means for them (their own one-line error)."""
+    root = Path(folder)
+    if not recursive:
+        return sorted(c for c in root.iterdir()
+                      if c.is_file() and not c.name.startswith(".") and c.suffix.lower() in SUPPORTED_EXTENSIONS)
+    found: List[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found.extend(Path(dirpath) / f for f in filenames
+                     if not f.startswith(".") and os.path.splitext(f)[1].lower() in SUPPORTED_EXTENSIONS)
+    return sorted(found)

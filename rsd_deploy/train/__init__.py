@@ -9,7 +9,7 @@ from rsd_deploy.train.config import ConfigError, Method as MethodName, TrainConf
 if TYPE_CHECKING:
     from rsd_deploy.train.loops import Method, Trainer
 
-__all__ = ["TrainConfig", "load_config", "ConfigError", "build_method", "train"]
+__all__ = ["TrainConfig", "load_config", "ConfigError", "build_method", "train", "export_checkpoint"]
 
 
 def build_method(cfg: TrainConfig, trainer: "Trainer") -> "Method":
@@ -26,14 +26,27 @@ def build_method(cfg: TrainConfig, trainer: "Trainer") -> "Method":
     return TeacherMethod(cfg, trainer)
 
 
-def train(cfg: TrainConfig, resume: Optional[str | Path] = None) -> Optional[Path]:
-    """Run a whole training (single process or one torchrun rank); returns the exported checkpoint path."""
+def train(cfg: TrainConfig, resume: Optional[str | Path] = None, new_run: bool = False) -> Optional[Path]:
+    """Run a whole training (single process or one torchrun rank); returns the exported checkpoint path.
+
+    ``resume``: a checkpoint, checkpoint folder or run folder to continue; ``new_run``: start in a
+    fresh sibling folder when ``output_dir`` already holds a run (see :mod:`rsd_deploy.train.rundir`).
+    """
     from rsd_deploy.train.distributed import cleanup
     from rsd_deploy.train.loops import Trainer
 
-    trainer = Trainer(cfg, resume=resume)
+    trainer = Trainer(cfg, resume=resume, new_run=new_run)
     try:
         return trainer.run()
     finally:
         trainer.close()
         cleanup()
+
+
+def export_checkpoint(checkpoint: str | Path, output: Optional[str | Path] = None) -> Path:
+    """The EMA network of any training checkpoint (or the newest readable one of a run folder) as a file
+    the official code and ``load_checkpoint`` read: ``.pth`` (default) holds the official key layout with
+    its buffers, like the released ``ema_model_2800.pth``; ``.safetensors`` is rsd-deploy's own form."""
+    from rsd_deploy.train.export import export_ema
+
+    return export_ema(Path(checkpoint), Path(output) if output is not None else None)

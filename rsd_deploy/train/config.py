@@ -13,14 +13,15 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type, Ty
 
 import yaml
 
-from rsd_deploy.errors import RSDError
+from rsd_deploy.errors import ConfigError, RSDError
 from rsd_deploy.train.degradation import DegradationConfig
 
+__all__ = ["ConfigError", "TrainConfig", "load_config", "PATH_KEYS", "MAX_GT_SIZE"]
 
-class ConfigError(RSDError):
-    """A training config is missing, malformed or inconsistent."""
-
-    exit_code = 2
+# keys whose values are files or folders: read from a config file they resolve against the file's folder
+PATH_KEYS = ("teacher", "vq", "data.hr_dirs", "data.lq_dir", "data.gt_dir", "val.lq_dir", "val.gt_dir",
+             "lpips.weights")
+MAX_GT_SIZE = 2048  # HR crop side ceiling: 8x the official 256; a batch of 8 such crops already needs ~40 GB
 
 
 class Method(str, enum.Enum):
@@ -37,10 +38,13 @@ class DataConfig:
     lq_dir: Optional[str] = None
     gt_dir: Optional[str] = None
     gt_size: int = 256  # HR crop side (official: 256)
+    rescale_gt: bool = True  # official: random square of side min(h, w) resized to gt_size (area); False: native crop
     scale: int = 4
     hflip: bool = True
-    workers: int = 0
-    length: Optional[int] = None  # samples per epoch for HR folders (default: one per image)
+    workers: int = 0  # DataLoader worker processes per rank (persistent across epochs)
+    length: Optional[int] = None  # samples per epoch for HR folders, drawn from the whole set (default: one per image)
+    cache_mb: int = 0  # decoded-image cache per worker process, as uint8 (0 = off)
+    queue_size: int = 0  # training-pair pool (Real-ESRGAN / ResShift: 10 x micro-batch); 0 = off
     degradation: DegradationConfig = field(default_factory=DegradationConfig)
 
 
@@ -82,6 +86,8 @@ class RSDConfig:
     gan_weight: float = 3e-3
     mse_weight: float = 0.0  # optional latent MSE to the GT (off in RSD.yaml)
     disc_channels: int = 64  # [ours] conv head on the fake UNet bottleneck, non-saturating loss
+    lpips_input: str = "node"  # [ours] LPIPS on the node sample x0_hat ("node") or on a one-step output from z_T ("prior")
+    loss_reduction: str = "mean"  # [ours] generator loss per sample: mean or sum over C, H, W
 
 
 @dataclass
@@ -93,7 +99,8 @@ class SinSRConfig:
 
 @dataclass
 class LPIPSConfig:
-    weights: Optional[str] = None  # local LPIPS(VGG) file; never downloaded at run time
+    net: str = "alex"  # alex (pyiqa's lpips, the official RSD loss) | vgg
+    weights: Optional[str] = None  # local LPIPS file for that backbone; never downloaded at run time
     required: bool = True  # False: run continues without the LPIPS loss when weights are missing
 
 
@@ -125,6 +132,16 @@ class TrainConfig:
     log: LogConfig = field(default_factory=LogConfig)
 
     def validate(self, world_size: int = 1) -> None:
+        """Raise a one-line :class:`ConfigError` (naming the config file when there is one)."""
+        try:
+            self._validate(world_size)
+        except ConfigError as exc:
+            source = getattr(self, "source", None)
+            if source and not str(exc).startswith(source):
+                raise ConfigError(f"{source}: {exc}") from None
+            raise
+
+    def _validate(self, world_size: int) -> None:
         if self.method != Method.TEACHER and not self.teacher:
             raise ConfigError(f"method {self.method.value} needs `teacher:` (a ResShift checkpoint or 'default')")
         if self.method == Method.TEACHER and not self.teacher and not self.unet:
@@ -134,6 +151,20 @@ class TrainConfig:
         if not self.data.hr_dirs and not (self.data.lq_dir and self.data.gt_dir):
             raise ConfigError("set data.hr_dirs (HR folders) or data.lq_dir + data.gt_dir (paired folders)")
         o = self.optim
+        for key, value, low in (("optim.iterations", o.iterations, 1), ("optim.batch_size", o.batch_size, 1),
+                                ("optim.micro_batch", o.micro_batch, 1), ("data.scale", self.data.scale, 1),
+                                ("data.gt_size", self.data.gt_size, 16), ("data.workers", self.data.workers, 0),
+                                ("data.cache_mb", self.data.cache_mb, 0), ("data.queue_size", self.data.queue_size, 0),
+                                ("log.every", self.log.every, 1), ("log.keep_checkpoints", self.log.keep_checkpoints, 0)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ConfigError(f"{key} must be a whole number >= {low}, got {value!r}")
+        if self.data.length is not None and (not isinstance(self.data.length, int) or self.data.length < 1):
+            raise ConfigError(f"data.length must be a whole number >= 1 (or unset), got {self.data.length!r}")
+        if self.data.gt_size > MAX_GT_SIZE:
+            raise ConfigError(f"data.gt_size {self.data.gt_size} is above the {MAX_GT_SIZE} px limit; the official "
+                              "value is 256 (set data.gt_size=256)")
+        if not o.lr > 0:
+            raise ConfigError(f"optim.lr must be > 0, got {o.lr!r}")
         per_step = o.micro_batch * world_size
         if o.batch_size % per_step:
             raise ConfigError(f"optim.batch_size {o.batch_size} must be a multiple of micro_batch x processes "
@@ -143,12 +174,21 @@ class TrainConfig:
                               f"got {o.precision!r}")
         if self.rsd.generator_loss not in ("dmd", "exact"):
             raise ConfigError(f"rsd.generator_loss must be 'dmd' or 'exact', got {self.rsd.generator_loss!r}")
+        if self.rsd.lpips_input not in ("node", "prior"):
+            raise ConfigError(f"rsd.lpips_input must be 'node' or 'prior', got {self.rsd.lpips_input!r}")
+        if self.rsd.loss_reduction not in ("mean", "sum"):
+            raise ConfigError(f"rsd.loss_reduction must be 'mean' or 'sum', got {self.rsd.loss_reduction!r}")
+        if self.lpips.net not in ("alex", "vgg"):
+            raise ConfigError(f"lpips.net must be 'alex' or 'vgg', got {self.lpips.net!r}")
         if self.rsd.fake_updates < 1:
             raise ConfigError("rsd.fake_updates must be >= 1")
         if self.data.gt_size % (self.data.scale * 4):
             # the LR crop must be a whole number of latent pixels that the UNet can pad cheaply
             raise ConfigError(f"data.gt_size {self.data.gt_size} must be a multiple of {self.data.scale * 4}")
-        self.data.degradation.validate()
+        try:
+            self.data.degradation.validate()
+        except RSDError as exc:
+            raise ConfigError(str(exc)) from None
 
     @property
     def accumulation(self) -> int:
@@ -234,22 +274,60 @@ def apply_override(raw: Dict[str, Any], override: str) -> None:
     node[parts[-1]] = value
 
 
+def _resolve_paths(data: Dict[str, Any], base: Path) -> None:
+    """Make the relative paths of :data:`PATH_KEYS` in a loaded config absolute against ``base``."""
+    def fix(value: Any) -> Any:
+        if not isinstance(value, str) or not value or value == "default" or Path(value).is_absolute():
+            return value
+        return str((base / value).resolve())
+
+    for key in PATH_KEYS:
+        node: Any = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or node.get(parts[-1]) is None:
+            continue
+        value = node[parts[-1]]
+        node[parts[-1]] = [fix(v) for v in value] if isinstance(value, list) else fix(value)
+
+
 def load_config(path: Optional[str | Path] = None, overrides: Sequence[str] = (),
                 raw: Optional[Dict[str, Any]] = None) -> TrainConfig:
-    """Read a YAML config (or a raw dict), apply ``key=value`` overrides, build the dataclasses."""
+    """Read a YAML config (or a raw dict), apply ``key=value`` overrides, build the dataclasses.
+
+    Relative paths written in the file (:data:`PATH_KEYS`) resolve against the file's folder, so a
+    config runs from any working directory; paths given as overrides (typed in a shell) and
+    ``output_dir`` resolve against the current folder.
+    """
     data: Dict[str, Any] = dict(raw or {})
+    source = None
     if path is not None:
         path = Path(path)
+        source = str(path)
         if not path.is_file():
             raise ConfigError(f"config file {path} not found; pass --config train/configs/<name>.yaml")
         try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config {path} is not valid YAML ({str(exc).splitlines()[0]})") from None
+            loaded = yaml.safe_load(path.read_text())
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ConfigError(f"config {path} is not valid YAML ({first})") from None
+        except OSError as exc:
+            raise ConfigError(f"config {path} cannot be read ({exc.strerror}); check the file") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config {path} holds a YAML {type(loaded).__name__}, not a mapping of keys "
+                              "(method:, data:, optim: ...); see train/configs/tiny_rsd.yaml")
+        _resolve_paths(loaded, path.resolve().parent)
         data.update(loaded)
     for item in overrides:
         apply_override(data, item)
     try:
-        return _build(TrainConfig, data, "")
+        cfg = _build(TrainConfig, data, "")
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}" if source else str(exc)) from None
     except TypeError as exc:
-        raise ConfigError(f"bad config value: {exc}") from None
+        raise ConfigError(f"{source + ': ' if source else ''}bad config value: {exc}") from None
+    cfg.source = source  # type: ignore[attr-defined]  # named in validation errors
+    return cfg

@@ -1,17 +1,23 @@
 """Training data: HR folders degraded on the fly, or paired LR/HR folders; seeded and resumable.
 
 Every sample is a dict ``{"lq": (3, h, w), "gt": (3, s*h, s*w)}`` of float32 tensors in [-1, 1]
-(RGB). The randomness of sample ``i`` in epoch ``e`` comes from ``numpy.random.default_rng((seed,
-e, i))``, so results do not depend on the number of DataLoader workers, and a resumed run sees the
-same batches as an uninterrupted one.
+(RGB). The sampler hands the datasets ``(epoch, i)`` keys, and the randomness of sample ``i`` in
+epoch ``e`` comes from ``numpy.random.default_rng((seed, e, i))``, so results do not depend on the
+number of DataLoader workers (which persist across epochs), and a resumed run sees the same batches
+as an uninterrupted one.
+
+HR folders are listed recursively (an ImageNet train tree: one folder per class). Each epoch maps
+its ``data.length`` samples onto a fresh seeded permutation of *all* files, so a length below the
+file count draws a different subset of the whole set every epoch (not the first N sorted files).
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -24,14 +30,14 @@ logger = logging.getLogger(__name__)
 
 
 
-def list_images(folders: Sequence[str | Path]) -> List[Path]:
-    """All image files (sorted) directly inside the given folders; raises if none is found."""
+def list_images(folders: Sequence[str | Path], recursive: bool = False) -> List[Path]:
+    """All image files (sorted) inside the given folders (and their sub-folders with ``recursive``)."""
     files: List[Path] = []
     for folder in folders:
         path = Path(folder)
         if not path.is_dir():
             raise RSDError(f"data folder {path} does not exist; fix data.hr_dirs / data.lq_dir / data.gt_dir")
-        files.extend(image_files(path))
+        files.extend(image_files(path, recursive=recursive))
     if not files:
         raise RSDError(f"no images (png/jpg/bmp/webp/tif) in {', '.join(map(str, folders))}; point the config at image folders")
     return files
@@ -56,56 +62,115 @@ def _pad_to(img: np.ndarray, size: int) -> np.ndarray:
     return np.pad(img, pads, mode="edge")
 
 
+Key = Union[int, Tuple[int, int]]
+
+
 class _SeededDataset(Dataset):
+    """Items are addressed by ``(epoch, i)`` (what :class:`ResumableSampler` yields) or by a plain ``i``
+    in the epoch set with :meth:`set_epoch` (direct indexing)."""
+
     seed: int = 0
     epoch: int = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def rng(self, index: int) -> np.random.Generator:
-        return np.random.default_rng((self.seed, self.epoch, index))
+    def split(self, key: Key) -> Tuple[int, int]:
+        if isinstance(key, (tuple, list)):
+            return int(key[0]), int(key[1])
+        return self.epoch, int(key)
+
+    def rng(self, epoch: int, index: int) -> np.random.Generator:
+        return np.random.default_rng((self.seed, epoch, index))
+
+
+class ImageCache:
+    """A bounded cache of decoded images as uint8 (one per DataLoader worker process).
+
+    Images whose float pixels are not exactly k/255 (16-bit files) are not cached, so a run gives
+    the same samples with the cache on or off. ``max_bytes = 0`` disables it.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes, self.used = max_bytes, 0
+        self._items: Dict[int, np.ndarray] = {}
+
+    def get(self, key: int) -> Optional[np.ndarray]:
+        hit = self._items.get(key)
+        return None if hit is None else hit.astype(np.float32) / 255.0
+
+    def put(self, key: int, img: np.ndarray) -> None:
+        if self.used + img.size > self.max_bytes:
+            return
+        u8 = np.round(img * 255.0).astype(np.uint8)
+        if np.array_equal(u8.astype(np.float32) / 255.0, img):
+            self._items[key] = u8
+            self.used += u8.nbytes
+
+
+def rescale_square(img: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """ResShift's ``rescale_gt``: a random square of side max(min(h, w), size) (reflect-padded when the
+    image is smaller than ``size``), resized to ``size`` x ``size`` with area interpolation."""
+    side = max(min(img.shape[:2]), size)
+    img = _pad_to(img, side)
+    h, w = img.shape[:2]
+    top, left = int(rng.integers(h - side + 1)), int(rng.integers(w - side + 1))
+    square = img[top:top + side, left:left + side]
+    if side == size:
+        return square
+    return cv2.resize(square, (size, size), interpolation=cv2.INTER_AREA)
 
 
 class DegradedHRDataset(_SeededDataset):
-    """Random HR crops (with h-flip) and their LR made by :func:`degrade` on the fly.
+    """HR crops (with h-flip) and their LR made by :func:`degrade` on the fly.
 
-    Images are decoded once and kept in memory (the shared data sets are small); pass
-    ``cache=False`` for large folders.
+    ``rescale_gt=True`` (ResShift's setting): the whole short side, resized to ``gt_size``;
+    ``False``: a native-resolution random ``gt_size`` crop. ``cache_bytes`` bounds the optional
+    uint8 decoded-image cache (off by default: at ImageNet scale a cache cannot hold the set).
     """
 
     def __init__(self, hr_dirs: Sequence[str | Path], gt_size: int = 256, scale: int = 4, hflip: bool = True,
-                 degradation: DegradationConfig = DegradationConfig(), seed: int = 0, cache: bool = True,
-                 length: Optional[int] = None) -> None:
+                 degradation: DegradationConfig = DegradationConfig(), seed: int = 0, cache_bytes: int = 0,
+                 length: Optional[int] = None, rescale_gt: bool = True) -> None:
         if gt_size % scale:
             raise RSDError(f"data.gt_size {gt_size} must be a multiple of the scale {scale}")
-        self.files = list_images(hr_dirs)
+        self.files = list_images(hr_dirs, recursive=True)
         self.gt_size, self.scale, self.hflip, self.seed = gt_size, scale, hflip, seed
-        self.degradation = degradation
+        self.degradation, self.rescale_gt = degradation, rescale_gt
         self.length = length or len(self.files)
-        self._cache: Dict[int, np.ndarray] = {}
-        self.cache = cache
+        self.cache = ImageCache(cache_bytes)
+        self._order: Tuple[int, Optional[np.ndarray]] = (-1, None)
 
     def __len__(self) -> int:
         return self.length
 
+    def file_index(self, epoch: int, index: int) -> int:
+        """Which file sample ``index`` of ``epoch`` reads: position ``index`` of the epoch's permutation."""
+        if self._order[0] != epoch:
+            self._order = (epoch, np.random.default_rng((self.seed, epoch, 0x5EED)).permutation(len(self.files)))
+        return int(self._order[1][index % len(self.files)])  # type: ignore[index]
+
     def _image(self, file_index: int) -> np.ndarray:
-        if file_index in self._cache:
-            return self._cache[file_index]
-        img = read_rgb(self.files[file_index])
-        if self.cache:
-            self._cache[file_index] = img
+        img = self.cache.get(file_index)
+        if img is None:
+            img = read_rgb(self.files[file_index])
+            self.cache.put(file_index, img)
         return img
 
-    def __getitem__(self, index: int) -> Dict[str, torch.Tensor]:
-        rng = self.rng(index)
-        img = _pad_to(self._image(index % len(self.files)), self.gt_size)
-        h, w = img.shape[:2]
-        top, left = int(rng.integers(h - self.gt_size + 1)), int(rng.integers(w - self.gt_size + 1))
-        gt = img[top:top + self.gt_size, left:left + self.gt_size]
+    def __getitem__(self, key: Key) -> Dict[str, torch.Tensor]:
+        epoch, index = self.split(key)
+        rng = self.rng(epoch, index)
+        img = self._image(self.file_index(epoch, index))
         if self.hflip and rng.random() < 0.5:
-            gt = gt[:, ::-1]
-        gt = np.ascontiguousarray(gt)
+            img = img[:, ::-1]
+        if self.rescale_gt:
+            gt = rescale_square(img, self.gt_size, rng)
+        else:
+            img = _pad_to(img, self.gt_size)
+            h, w = img.shape[:2]
+            top, left = int(rng.integers(h - self.gt_size + 1)), int(rng.integers(w - self.gt_size + 1))
+            gt = img[top:top + self.gt_size, left:left + self.gt_size]
+        gt = np.ascontiguousarray(gt, dtype=np.float32)
         lq = degrade(gt, rng, self.degradation)
         return {"lq": to_tensor(lq), "gt": to_tensor(gt)}
 
@@ -130,8 +195,9 @@ class PairedDataset(_SeededDataset):
     def __len__(self) -> int:
         return len(self.lq_files)
 
-    def __getitem__(self, index: int) -> Dict[str, torch.Tensor]:
-        rng = self.rng(index)
+    def __getitem__(self, key: Key) -> Dict[str, torch.Tensor]:
+        epoch, index = self.split(key)
+        rng = self.rng(epoch, index)
         lq, gt = read_rgb(self.lq_files[index]), read_rgb(self.gt_files[index])
         s = self.scale
         if gt.shape[0] != lq.shape[0] * s or gt.shape[1] != lq.shape[1] * s:
@@ -148,11 +214,12 @@ class PairedDataset(_SeededDataset):
         return {"lq": to_tensor(np.ascontiguousarray(lq)), "gt": to_tensor(np.ascontiguousarray(gt))}
 
 
-class ResumableSampler(Sampler[int]):
+class ResumableSampler(Sampler[Tuple[int, int]]):
     """Seeded per-epoch permutation, sharded over DDP ranks, that can start mid-epoch.
 
     Rank r takes positions r, r + world, ... of the permutation (padded by wrapping so every rank
-    gets the same count). ``start`` skips the first ``start`` indices of this rank's shard.
+    gets the same count). ``start`` skips the first ``start`` indices of this rank's shard. Yields
+    ``(epoch, index)`` so persistent DataLoader workers need no epoch update.
     """
 
     def __init__(self, size: int, seed: int, rank: int = 0, world: int = 1) -> None:
@@ -168,12 +235,13 @@ class ResumableSampler(Sampler[int]):
     def __len__(self) -> int:
         return self.per_rank() - self.start
 
-    def __iter__(self) -> Iterator[int]:
+    def __iter__(self) -> Iterator[Tuple[int, int]]:
         g = torch.Generator().manual_seed(self.seed * 1000003 + self.epoch)
         perm = torch.randperm(self.size, generator=g).tolist()
         total = self.per_rank() * self.world
         perm = (perm * (total // self.size + 1))[:total]
-        return iter(perm[self.rank::self.world][self.start:])
+        epoch = self.epoch
+        return iter([(epoch, i) for i in perm[self.rank::self.world][self.start:]])
 
 
 @dataclass
@@ -184,21 +252,68 @@ class LoaderState:
     consumed: int = 0
 
 
+class PairQueue:
+    """Real-ESRGAN's training-pair pool (ResShift uses it too): batches are swapped with a shuffled pool.
+
+    Until ``size`` pairs are stored a batch is stored and also returned; then the pool is shuffled,
+    its first B pairs are returned and replaced by the new batch. This mixes degradations across
+    batches. ``state_dict`` holds the pool and the shuffle generator, for exact resume.
+    """
+
+    def __init__(self, size: int, batch_size: int, seed: int) -> None:
+        if size % batch_size:
+            raise RSDError(f"data.queue_size {size} must be a multiple of the per-process micro-batch {batch_size}")
+        self.size, self.batch_size = size, batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+        self.pool: Dict[str, torch.Tensor] = {}
+        self.filled = 0
+
+    def exchange(self, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        b = self.batch_size
+        if not self.pool:
+            self.pool = {k: v.new_zeros((self.size, *v.shape[1:])) for k, v in batch.items()}
+        if self.filled < self.size:
+            for k, v in batch.items():
+                self.pool[k][self.filled:self.filled + b] = v
+            self.filled += b
+            return batch
+        order = torch.randperm(self.size, generator=self.generator)
+        out = {}
+        for k, v in batch.items():
+            self.pool[k] = self.pool[k][order]
+            out[k] = self.pool[k][:b].clone()
+            self.pool[k][:b] = v
+        return out
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"pool": dict(self.pool), "filled": self.filled, "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        self.pool = {k: v.clone() for k, v in state["pool"].items()}
+        self.filled = int(state["filled"])
+        self.generator.set_state(state["generator"])
+
+
 class BatchStream:
     """Endless batches over epochs that remembers its position for exact resume.
 
     ``next()`` returns a dict of batched tensors. ``state`` / ``load_state`` save and restore the
-    position; batches never straddle epochs (the last partial batch of an epoch is dropped).
+    position; batches never straddle epochs (the last partial batch of an epoch is dropped). One
+    DataLoader serves all epochs; its workers persist (``persistent_workers``), the sampler is
+    re-positioned per epoch. ``queue_size > 0`` passes batches through a :class:`PairQueue`.
     """
 
     def __init__(self, dataset: Dataset, batch_size: int, seed: int, rank: int = 0, world: int = 1,
-                 workers: int = 0) -> None:
+                 workers: int = 0, queue_size: int = 0) -> None:
         self.dataset, self.batch_size, self.workers = dataset, batch_size, workers
         self.sampler = ResumableSampler(len(dataset), seed, rank, world)  # type: ignore[arg-type]
         if self.sampler.per_rank() < batch_size:
             raise RSDError(f"the data set has {len(dataset)} samples, fewer than one batch of {batch_size} per "  # type: ignore[arg-type]
                            "process; lower the batch size or set data.length")
         self.state = LoaderState()
+        self.queue = PairQueue(queue_size, batch_size, seed * 31 + rank) if queue_size > 0 else None
+        self.loader = DataLoader(dataset, batch_size=batch_size, sampler=self.sampler, drop_last=True,
+                                 num_workers=workers, persistent_workers=workers > 0)
         self._iter: Optional[Iterator] = None
 
     def load_state(self, state: LoaderState) -> None:
@@ -209,9 +324,7 @@ class BatchStream:
         if hasattr(self.dataset, "set_epoch"):
             self.dataset.set_epoch(self.state.epoch)  # type: ignore[attr-defined]
         self.sampler.set_position(self.state.epoch, self.state.consumed)
-        loader = DataLoader(self.dataset, batch_size=self.batch_size, sampler=self.sampler, drop_last=True,
-                            num_workers=self.workers, persistent_workers=False)
-        self._iter = iter(loader)
+        self._iter = iter(self.loader)
 
     def next(self) -> Dict[str, torch.Tensor]:
         for _ in range(2):
@@ -220,7 +333,7 @@ class BatchStream:
             try:
                 batch = next(self._iter)  # type: ignore[arg-type]
                 self.state.consumed += self.batch_size
-                return batch
+                return self.queue.exchange(batch) if self.queue is not None else batch
             except StopIteration:
                 self.state = LoaderState(self.state.epoch + 1, 0)
                 self._iter = None

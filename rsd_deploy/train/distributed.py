@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from typing import Any, List, Optional
 
 import torch
 import torch.distributed as dist
@@ -62,6 +63,37 @@ def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
         dist.all_reduce(value, op=dist.ReduceOp.SUM)
         value /= dist.get_world_size()
     return value
+
+
+def _group_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def any_rank(flag: bool, device: torch.device = torch.device("cpu")) -> bool:
+    """True on every rank when ``flag`` is true on at least one (all ranks then take the same branch)."""
+    if _group_size() == 1:
+        return flag
+    value = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item() > 0)
+
+
+def broadcast_object(obj: Any) -> Any:
+    """Rank 0's ``obj`` on every rank (a decision rank 0 made, e.g. the run folder)."""
+    if _group_size() == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def gather_objects(obj: Any) -> Optional[List[Any]]:
+    """Every rank's ``obj`` as a list on rank 0 (None on the other ranks); ``[obj]`` in one process."""
+    if _group_size() == 1:
+        return [obj]
+    out: Optional[List[Any]] = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+    dist.gather_object(obj, out, dst=0)
+    return out
 
 
 def barrier() -> None:

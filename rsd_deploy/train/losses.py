@@ -37,8 +37,10 @@ class ScheduleTensors:
         return getattr(self, name)[t].view(-1, 1, 1, 1)
 
 
-def per_sample_mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return (a.float() - b.float()).pow(2).flatten(1).mean(1)
+def per_sample_mse(a: torch.Tensor, b: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """(B,) squared error per sample: mean (default) or sum over C, H, W."""
+    sq = (a.float() - b.float()).pow(2).flatten(1)
+    return sq.sum(1) if reduction == "sum" else sq.mean(1)
 
 
 def q_sample(s: ScheduleTensors, z0: torch.Tensor, z_y: torch.Tensor, t: torch.Tensor,
@@ -168,7 +170,8 @@ def fake_losses(fake: FakeModel, s: ScheduleTensors, x0_student: torch.Tensor, z
 
 def generator_loss(teacher: Net, fake: FakeModel, s: ScheduleTensors, x0_student: torch.Tensor,
                    z_y: torch.Tensor, lq: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, form: str = "dmd",
-                   sid_normalization: bool = True, t_power_ten: bool = False, gan_weight: float = 0.0) -> RSDTerms:
+                   sid_normalization: bool = True, t_power_ten: bool = False, gan_weight: float = 0.0,
+                   reduction: str = "mean") -> RSDTerms:
     """RSD generator loss on student samples x0_student (with grad); teacher and fake are frozen.
 
     form "dmd" (default, [ours] after [3P]): ``0.5 ||x0 - sg(x0 - (f_phi - f*))||^2`` per sample (mean
@@ -176,6 +179,8 @@ def generator_loss(teacher: Net, fake: FakeModel, s: ScheduleTensors, x0_student
     form "exact": ``||f* - f_phi||^2 + 2 <f* - f_phi, f_phi - x0>`` (means over C,H,W) with the
     gradient through x0 and through z_t (reparameterised), networks frozen.
     Divided per sample by the detached SiD normaliser ``mean |f* - x0| + 1e-8`` when enabled.
+    ``reduction`` "mean" (default) or "sum" over C, H, W: the sum is C*H*W times larger (12,288 at a
+    64 x 64 latent), which changes the balance against the LPIPS and GAN weights.
     """
     if form == "dmd":
         with torch.no_grad():
@@ -183,13 +188,14 @@ def generator_loss(teacher: Net, fake: FakeModel, s: ScheduleTensors, x0_student
             f_real = predict_x0(teacher, s, z_t, t, lq)
             f_fake = predict_x0(fake, s, z_t, t, lq)
         target = (x0_student - (f_fake - f_real)).detach()
-        per = 0.5 * per_sample_mse(x0_student, target)
+        per = 0.5 * per_sample_mse(x0_student, target, reduction)
     elif form == "exact":
         z_t = q_sample(s, x0_student, z_y, t, eps)
         f_real = predict_x0(teacher, s, z_t, t, lq).float()
         f_fake = predict_x0(fake, s, z_t, t, lq).float()
         diff = f_real - f_fake
-        per = diff.pow(2).flatten(1).mean(1) + 2 * (diff * (f_fake - x0_student.float())).flatten(1).mean(1)
+        reduce = (lambda x: x.flatten(1).sum(1)) if reduction == "sum" else (lambda x: x.flatten(1).mean(1))
+        per = reduce(diff.pow(2)) + 2 * reduce(diff * (f_fake - x0_student.float()))
     else:
         raise ValueError(f"unknown generator loss form {form!r}")
     terms = {"gen_raw": per.detach()}

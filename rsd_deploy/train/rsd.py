@@ -4,14 +4,15 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-from typing import TYPE_CHECKING, Dict, List
+from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
 
 from rsd_deploy.errors import RSDError
 from rsd_deploy.train.ema import EMA, unwrap
-from rsd_deploy.train.losses import (FakeModel, fake_losses, generator_loss, per_sample_mse, student_x0)
+from rsd_deploy.train.losses import (FakeModel, fake_losses, generator_loss, per_sample_mse, predict_x0, prior, q_sample,
+                                     student_x0)
 from rsd_deploy.train.loops import Method, load_network
 
 if TYPE_CHECKING:
@@ -63,31 +64,47 @@ class RSDMethod(Method):
         if r.lpips_weight > 0:
             from rsd_deploy.train.lpips import load_lpips
 
-            model = load_lpips(cfg.lpips.weights, cfg.lpips.required)
+            model = load_lpips(cfg.lpips.weights, cfg.lpips.required, net=cfg.lpips.net)
             self.lpips = model.to(dev) if model is not None else None
         self.nodes = torch.tensor(r.student_nodes, dtype=torch.int64)
-        logger.info("RSD: K=%d fake updates per student update, student nodes %s, generator loss %s, "
-                    "LPIPS %s, GAN %.0e", r.fake_updates, r.student_nodes, r.generator_loss,
-                    "on" if self.lpips is not None else "off", r.gan_weight)
+        logger.info("RSD: K=%d fake updates per student update, student nodes %s, generator loss %s (%s over "
+                    "C,H,W), LPIPS-%s %s on the %s output, GAN %.0e", r.fake_updates, r.student_nodes,
+                    r.generator_loss, r.loss_reduction, cfg.lpips.net, "on" if self.lpips is not None else "off",
+                    r.lpips_input, r.gan_weight)
 
     def deployable(self) -> nn.Module:
         return self.ema.shadow
 
-    def _student_sample(self, trainer: "Trainer", net: nn.Module, batch) -> torch.Tensor:  # noqa: ANN001
+    def _student_sample(self, trainer: "Trainer", net: nn.Module, batch,  # noqa: ANN001
+                        with_prior: bool = False) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """The student's x0 at random nodes, and (``with_prior``) its one-step output from z_T.
+
+        The prior sample rides in the same forward (2B rows), so DDP sees one forward per backward.
+        """
         B = batch.z0.shape[0]
         pick = torch.randint(0, len(self.nodes), (B,), generator=trainer.generator)
         node_t = self.nodes[pick].to(trainer.device)
         eps = trainer.randn(tuple(batch.z0.shape))
         noise_map = trainer.randn((B, 1, *batch.z0.shape[2:]))
-        return student_x0(net, trainer.sched, batch.z0, batch.z_y, batch.lq, node_t, eps, noise_map,
-                          self.cfg.rsd.true_data)
+        s = trainer.sched
+        if not with_prior:
+            return student_x0(net, s, batch.z0, batch.z_y, batch.lq, node_t, eps, noise_map, self.cfg.rsd.true_data), None
+        z_in = q_sample(s, batch.z0, batch.z_y, node_t, eps) if self.cfg.rsd.true_data else prior(s, batch.z_y, eps)
+        # [ours] rsd.lpips_input=prior: LPIPS on what inference produces (z_T at t = T-1), not on the
+        # node sample, whose input at small t is already close to the ground truth
+        eps_prior = trainer.randn(tuple(batch.z0.shape))
+        noise_prior = trainer.randn((B, 1, *batch.z0.shape[2:]))
+        last = torch.full((B,), s.T - 1, dtype=torch.int64, device=trainer.device)
+        out = predict_x0(net, s, torch.cat([z_in, prior(s, batch.z_y, eps_prior)]), torch.cat([node_t, last]),
+                         torch.cat([batch.lq, batch.lq]), torch.cat([noise_map, noise_prior]))
+        return out[:B], out[B:]
 
     def step(self, trainer: "Trainer", iteration: int) -> Dict[str, float]:
         r, s, acc = self.cfg.rsd, trainer.sched, trainer.accumulation
         logs: Dict[str, List[float]] = {}
 
-        def add(name: str, value: torch.Tensor) -> None:
-            logs.setdefault(name, []).append(float(value.detach().float().mean()))
+        def add(name: str, value) -> None:  # noqa: ANN001 - tensor or float
+            logs.setdefault(name, []).append(float(value.detach().float().mean()) if torch.is_tensor(value) else value)
 
         opt_f, opt_s = self.optimizers["fake"], self.optimizers["student"]
         for opt in (opt_f, opt_s):
@@ -102,7 +119,7 @@ class RSDMethod(Method):
             for micro in range(acc):
                 batch = trainer.next_batch()
                 with torch.no_grad(), trainer.autocast():
-                    x0 = self._student_sample(trainer, bare_student, batch).float()
+                    x0 = self._student_sample(trainer, bare_student, batch)[0].float()
                 B = x0.shape[0]
                 t = trainer.randint(r.t_min, s.T - 1, B)
                 eps_fake, eps_real = trainer.randn(tuple(x0.shape)), trainer.randn(tuple(x0.shape))
@@ -112,7 +129,7 @@ class RSDMethod(Method):
                     (terms.total / acc).backward()
                 for k, v in terms.terms.items():
                     add(f"fake/{k}", v)
-            trainer.clip(self.fake)
+            add("grad_norm/fake", trainer.clip(self.fake))
             opt_f.step()
         # 2. one student update against the frozen teacher and fake
         bare_fake: FakeModel = unwrap(self.fake).eval().requires_grad_(False)  # type: ignore[assignment]
@@ -122,17 +139,19 @@ class RSDMethod(Method):
             for micro in range(acc):
                 batch = trainer.next_batch()
                 with trainer.accumulate(self.student, micro), trainer.autocast():
-                    x0 = self._student_sample(trainer, self.student, batch)
+                    want_prior = self.lpips is not None and r.lpips_input == "prior"
+                    x0, x0_prior = self._student_sample(trainer, self.student, batch, with_prior=want_prior)
                     B = x0.shape[0]
                     t = trainer.randint(r.t_min, s.T - 1, B)
                     eps = trainer.randn(tuple(x0.shape))
                     g = generator_loss(self.teacher, bare_fake, s, x0, batch.z_y, batch.lq, t, eps,
-                                       r.generator_loss, r.sid_normalization, r.t_power_ten_weight, r.gan_weight)
+                                       r.generator_loss, r.sid_normalization, r.t_power_ten_weight, r.gan_weight,
+                                       reduction=r.loss_reduction)
                     total = g.total
                     for k, v in g.terms.items():
                         add(f"student/{k}", v)
                     if self.lpips is not None:
-                        lp = self.lpips(trainer.decode(x0.float()), batch.gt)
+                        lp = self.lpips(trainer.decode((x0 if x0_prior is None else x0_prior).float()), batch.gt)
                         add("student/lpips", lp)
                         total = total + r.lpips_weight * lp.mean()
                     if r.mse_weight > 0:
@@ -141,7 +160,7 @@ class RSDMethod(Method):
                         total = total + r.mse_weight * mse.mean()
                     add("student/total", total)
                     (total / acc).backward()
-            trainer.clip(self.student)
+            add("grad_norm/student", trainer.clip(self.student))
             opt_s.step()
         finally:
             bare_fake.requires_grad_(True).train()

@@ -46,7 +46,7 @@ class SinSRMethod(Method):
             for k, v in terms.terms.items():
                 logs.setdefault(f"sinsr/{k}", []).append(float(v.detach().mean()))
             logs.setdefault("sinsr/total", []).append(float(terms.total.detach()))
-        trainer.clip(self.student)
+        logs["grad_norm/student"] = [trainer.clip(self.student)]
         opt.step()
         self.ema.update(self.student)
         return {k: sum(v) / len(v) for k, v in logs.items()}

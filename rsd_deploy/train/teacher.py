@@ -67,7 +67,7 @@ class TeacherMethod(Method):
                 loss = resshift_loss(self.model, s, b.z0, b.z_y, b.lq, t, eps).mean()
                 (loss / acc).backward()
             losses.append(float(loss.detach()))
-        trainer.clip(self.model)
+        grad_norm = trainer.clip(self.model)
         opt.step()
         self.ema.update(self.model)
-        return {"teacher/mse": sum(losses) / len(losses)}
+        return {"teacher/mse": sum(losses) / len(losses), "grad_norm/model": grad_norm}

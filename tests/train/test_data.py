@@ -7,17 +7,8 @@ import torch
 
 from rsd_deploy.errors import RSDError
 from rsd_deploy.train.data import BatchStream, DegradedHRDataset, LoaderState, PairedDataset, ResumableSampler
-from rsd_deploy.train.degradation import DegradationConfig, anisotropic_kernel, degrade, sinc_kernel
+from rsd_deploy.train.degradation import degrade
 from tests.conftest import DATA
-
-
-def test_kernels_are_normalised_and_oriented():
-    k = anisotropic_kernel(21, 3.0, 0.5, 0.0)
-    assert k.sum() == pytest.approx(1.0, abs=1e-5)
-    # sigma_x > sigma_y: wider along x (columns) than along y (rows)
-    assert k[10, 13] > 5 * k[13, 10]
-    s = sinc_kernel(13, np.pi / 3)
-    assert s.sum() == pytest.approx(1.0, abs=1e-5) and s.min() < 0  # ringing lobes
 
 
 def test_degrade_shape_range_and_seed():
@@ -29,11 +20,6 @@ def test_degrade_shape_range_and_seed():
     assert 0.0 <= a.min() and a.max() <= 1.0
     assert np.array_equal(a, b) and not np.array_equal(a, c)
     assert np.allclose(a * 255, np.round(a * 255), atol=1e-4)  # 8-bit quantised like a saved file
-
-
-def test_degradation_config_validation():
-    with pytest.raises(RSDError, match="kernel_probs"):
-        DegradationConfig(kernel_probs=(1.0, 0.0)).validate()
 
 
 def test_degraded_dataset_is_seeded(shared_dir):
@@ -67,15 +53,17 @@ def test_paired_dataset_reports_missing_partner(tmp_path, shared_dir):
 def test_sampler_shards_are_disjoint_and_cover():
     shards = [list(ResumableSampler(10, seed=1, rank=r, world=2)) for r in range(2)]
     assert len(shards[0]) == len(shards[1]) == 5
-    assert sorted(shards[0] + shards[1]) == list(range(10))
+    assert sorted(i for _, i in shards[0] + shards[1]) == list(range(10))
+    assert {e for e, _ in shards[0]} == {0}
 
 
 class _Numbers(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return 7
 
-    def __getitem__(self, i: int):
-        return {"x": torch.tensor(i)}
+    def __getitem__(self, key):
+        epoch, i = key
+        return {"x": torch.tensor(i), "epoch": torch.tensor(epoch)}
 
 
 def test_batch_stream_resumes_mid_epoch():
@@ -89,3 +77,102 @@ def test_batch_stream_resumes_mid_epoch():
     tail = [resumed.next()["x"].tolist() for _ in range(2)]
     assert head + tail == seq
     assert seq[:3] != seq[3:6]  # a new permutation each epoch
+
+
+def test_batch_stream_keeps_its_workers_across_epochs():
+    stream = BatchStream(_Numbers(), batch_size=2, seed=4, workers=1)
+    loader = stream.loader
+    batches = [stream.next() for _ in range(7)]  # three epochs (3 batches each)
+    assert stream.loader is loader and loader.persistent_workers
+    assert [int(b["epoch"][0]) for b in batches] == [0, 0, 0, 1, 1, 1, 2]
+    plain = BatchStream(_Numbers(), batch_size=2, seed=4)
+    assert [b["x"].tolist() for b in batches] == [plain.next()["x"].tolist() for _ in range(7)]
+
+
+def _class_tree(root, classes: int = 6, per_class: int = 3, size: int = 40):
+    """An ImageNet-style train tree: one folder per class, JPEGs named like ImageNet's, each class one colour."""
+    import cv2
+
+    for c in range(classes):
+        folder = root / f"n{c:08d}"
+        folder.mkdir(parents=True)
+        for k in range(per_class):
+            img = np.full((size, size + 8 * k, 3), 20 + 35 * c, np.uint8)
+            cv2.imwrite(str(folder / f"n{c:08d}_{k}.JPEG"), img, [cv2.IMWRITE_JPEG_QUALITY, 100])
+    return root
+
+
+def test_class_folder_tree_is_listed_recursively_and_every_class_is_sampled(tmp_path):
+    root = _class_tree(tmp_path / "train")
+    (root / ".hidden").mkdir()
+    (root / "notes.txt").write_text("not an image")
+    ds = DegradedHRDataset([root], gt_size=32, seed=1, length=4)  # fewer samples per epoch than files
+    assert len(ds.files) == 18 and all(p.suffix == ".JPEG" for p in ds.files)
+    stream = BatchStream(ds, batch_size=2, seed=1)
+    seen = set()
+    for _ in range(2 * 6):  # six epochs of 4 samples
+        stream.next()
+    for epoch in range(6):
+        seen |= {ds.files[ds.file_index(epoch, i)].parent.name for i in range(4)}
+    assert seen == {f"n{c:08d}" for c in range(6)}
+    # a length below the file count is not "the first N sorted files": epochs draw different subsets
+    first = {ds.file_index(0, i) for i in range(4)}
+    assert first != set(range(4)) or {ds.file_index(1, i) for i in range(4)} != first
+
+
+def test_every_class_reaches_the_batches(tmp_path):
+    """The batches themselves (not only the file map) cover all classes: each class has its own grey level."""
+    root = _class_tree(tmp_path / "train", classes=4, per_class=2)
+    ds = DegradedHRDataset([root], gt_size=32, seed=2, length=8, rescale_gt=False)
+    stream = BatchStream(ds, batch_size=4, seed=2)
+    levels = set()
+    for _ in range(2):
+        gt = stream.next()["gt"]
+        levels |= {int(round((float(x) + 1) * 127.5 / 35)) for x in gt.mean((1, 2, 3))}
+    assert len(levels) == 4
+
+
+def test_uint8_cache_gives_the_same_samples(tmp_path):
+    root = _class_tree(tmp_path / "train", classes=2, per_class=2)
+    plain = DegradedHRDataset([root], gt_size=32, seed=3)
+    cached = DegradedHRDataset([root], gt_size=32, seed=3, cache_bytes=1 << 20)
+    for i in range(4):
+        a, b, c = plain[(0, i)], cached[(0, i)], cached[(0, i)]
+        assert torch.equal(a["lq"], b["lq"]) and torch.equal(a["gt"], c["gt"])
+    assert cached.cache.used > 0 and all(v.dtype == np.uint8 for v in cached.cache._items.values())
+    tiny = DegradedHRDataset([root], gt_size=32, seed=3, cache_bytes=100)
+    tiny[(0, 0)]
+    assert tiny.cache.used == 0  # over the bound: nothing kept
+
+
+def test_rescale_gt_takes_the_whole_short_side(tmp_path):
+    import cv2
+
+    from rsd_deploy.train.data import rescale_square
+
+    img = np.repeat(np.repeat((np.arange(100, dtype=np.float32) / 100)[None, :, None], 60, 0), 3, 2)
+    out = rescale_square(img, 32, np.random.default_rng(0))
+    assert out.shape == (32, 32, 3)
+    # exactly one 60 x 60 square (the whole short side) resized with area interpolation
+    refs = [cv2.resize(img[:, left:left + 60], (32, 32), interpolation=cv2.INTER_AREA) for left in range(41)]
+    assert any(np.array_equal(out, r) for r in refs)
+    small = rescale_square(np.ones((20, 24, 3), np.float32), 32, np.random.default_rng(0))
+    assert small.shape == (32, 32, 3)  # padded up, not resized
+
+
+def test_pair_queue_swaps_batches_and_resumes():
+    from rsd_deploy.train.data import PairQueue
+
+    with pytest.raises(RSDError, match="multiple of the per-process micro-batch"):
+        PairQueue(5, 2, seed=0)
+    q = PairQueue(4, 2, seed=0)
+    batches = [{"x": torch.tensor([2 * k, 2 * k + 1])} for k in range(6)]
+    out = [q.exchange(b)["x"].tolist() for b in batches[:2]]
+    assert out == [[0, 1], [2, 3]]  # filling: passed through
+    state = {"pool": {k: v.clone() for k, v in q.state_dict()["pool"].items()}, "filled": q.filled,
+             "generator": q.generator.get_state()}
+    rest = [q.exchange(b)["x"].tolist() for b in batches[2:]]
+    assert all(set(r) <= set(range(12)) for r in rest) and rest[0] != [4, 5]
+    again = PairQueue(4, 2, seed=99)
+    again.load_state_dict(state)
+    assert [again.exchange(b)["x"].tolist() for b in batches[2:]] == rest
