@@ -116,17 +116,29 @@ class Trainer:
         self.stream = BatchStream(self._dataset(), cfg.optim.micro_batch, cfg.seed, self.dist.rank,
                                   self.dist.world_size, d.workers, d.queue_size)
         self.iteration = 0
-        self.history: List[Dict[str, float]] = []
+        self.history: List[Dict[str, float]] = []  # all-reduced logs (the same on every rank), checkpointed
+        self.local_history: List[Dict[str, float]] = []  # this rank's own logs before the mean, this session
         self.written: List[Path] = []  # checkpoints this run wrote (the only ones it may rotate out)
         self.exported: List[Path] = []
         self.samples = 0  # training samples drawn by this process (throughput)
         from rsd_deploy.train import build_method
 
         self.method = build_method(cfg, self)
+        self._check_crop_fits(unwrap(self.method.deployable()))
         self._writer = None
         self._purge_step: Optional[int] = None
         if resume_state is not None:
             self.load(resume_state)
+
+    def _check_crop_fits(self, net: nn.Module) -> None:
+        """The HR crop's latent (gt_size / 4, VQ-f4) must be a multiple of the UNet's input multiple."""
+        multiple = int(getattr(getattr(net, "config", None), "input_multiple", 1))
+        latent = self.cfg.data.gt_size // 4
+        if latent % multiple:
+            need = 4 * multiple
+            fix = max(need, round(self.cfg.data.gt_size / need) * need)
+            raise ConfigError(f"data.gt_size {self.cfg.data.gt_size} gives {latent} px latents; this UNet takes "
+                              f"multiples of {multiple}: use a multiple of {need} (data.gt_size={fix})")
 
     # ----------------------------------------------------------------- run folder
     def _check_inputs(self) -> None:
@@ -468,6 +480,7 @@ class Trainer:
                                f"({', '.join(f'{k} {v:.4g}' for k, v in logs.items())}); lower optim.lr or use "
                                "optim.precision=fp32")
             self.iteration += 1
+            self.local_history.append(dict(logs, step=self.iteration))
             logs = {k: float(all_reduce_mean(torch.tensor(v, device=self.device))) for k, v in logs.items()}
             self.history.append(dict(logs, step=self.iteration))
             if callback is not None:

@@ -1,7 +1,6 @@
 """Fixtures for the training tests: tiny official-format nets, a 4-image HR folder, config factory."""
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any, Callable, Dict
 
@@ -22,13 +21,22 @@ def _merge(base: Dict[str, Any], extra: Dict[str, Any]) -> Dict[str, Any]:
 
 @pytest.fixture(scope="session")
 def hr_dir(tmp_path_factory) -> Path:
-    """Four 256x256 HR images (copied from the shared ImageNet pairs)."""
-    src = DATA / "imagenet_val_sr" / "gt"
+    """Four HR training images: shared hr_photos (the training set; never the test sets) shrunk to a
+    ~256 px short side so tests decode them fast."""
+    import cv2
+
+    from rsd_deploy.pipeline.image_io import image_files
+
+    src = DATA / "hr_photos"
     if not src.is_dir() or not TEACHER.is_file() or not VQ.is_file():
         pytest.skip("shared data / fixtures are absent")
     out = tmp_path_factory.mktemp("hr")
-    for p in sorted(src.iterdir())[:4]:
-        shutil.copy(p, out / p.name)
+    for p in image_files(src)[:4]:
+        img = cv2.imread(str(p), cv2.IMREAD_COLOR)
+        f = 256 / min(img.shape[:2])
+        img = cv2.resize(img, (max(256, round(img.shape[1] * f)), max(256, round(img.shape[0] * f))),
+                         interpolation=cv2.INTER_AREA)
+        cv2.imwrite(str(out / f"{p.stem}.png"), img)
     return out
 
 
