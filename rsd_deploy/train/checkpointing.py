@@ -78,14 +78,14 @@ def save_training_state(path: Path, state: Mapping[str, Any], keep: int = 0,
 
 
 def _read(path: Path) -> Dict[str, Any]:
+    from rsd_deploy.checkpoint import read_checkpoint_file
+
     if not path.is_file():
         raise CheckpointError(f"resume checkpoint {path} not found; pass a step_*.pt file or its run folder")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same one-line message
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CheckpointError(f"{path} cannot be read as a training checkpoint ({first}); pass the run folder to "
-                              "--resume to fall back to the previous checkpoint") from None
+        state, _ = read_checkpoint_file(path)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{exc}; pass the run folder to --resume to fall back to the previous checkpoint") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an rsd-train checkpoint (to start from weights, set teacher: instead)")
     state["path"] = str(path)

@@ -147,7 +147,8 @@ class Trainer:
         folders = [("data.hr_dirs", d) for d in cfg.data.hr_dirs]
         folders += [(k, v) for k, v in (("data.lq_dir", cfg.data.lq_dir), ("data.gt_dir", cfg.data.gt_dir),
                                         ("val.lq_dir", cfg.val.lq_dir), ("val.gt_dir", cfg.val.gt_dir)) if v]
-        where = f" in {cfg.source}" if getattr(cfg, "source", None) else ""
+        source = getattr(cfg, "source", None)
+        where = f" in {source}" if source else ""
         for key, folder in folders:
             if not Path(folder).is_dir():
                 raise ConfigError(f"{key} folder {folder} does not exist; fix {key}{where} or pass {key}=PATH")
@@ -170,7 +171,7 @@ class Trainer:
     def _choose_folder(self, state: Optional[Dict[str, Any]], new_run: bool) -> Path:
         cfg = self.cfg
         out = Path(cfg.output_dir)
-        how = f"rsd-train --config {cfg.source}" if getattr(cfg, "source", None) else "rsd-train --config CONFIG"
+        how = f"rsd-train --config {getattr(cfg, 'source', None) or 'CONFIG'}"
         if state is None:
             held = rundir.describe_run(out)
             if held is not None and not new_run:

@@ -124,18 +124,13 @@ def load_lpips(path: Optional[str], required: bool, net: str = "alex") -> Option
                                   "downloaded) or lpips.required=false to train without the LPIPS loss")
         logger.warning("LPIPS disabled: %s (lpips.required is false, continuing without the LPIPS loss)", where)
         return None
+    from rsd_deploy.checkpoint import read_checkpoint_file
+
     p = Path(path)
     try:
-        if p.suffix.lower() == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(p))
-        else:
-            state = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same one-line message
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CheckpointError(f"LPIPS weights {p} cannot be read ({first}); rebuild it with "
-                              "train/scripts/make_lpips_weights.py") from None
+        state, _ = read_checkpoint_file(p)
+    except CheckpointError as exc:
+        raise CheckpointError(f"LPIPS weights {exc}; rebuild it with train/scripts/make_lpips_weights.py") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"LPIPS weights {p} is not a state dict; see train/scripts/make_lpips_weights.py")
     model = LPIPS(net)
