@@ -171,13 +171,11 @@ class Trainer:
     def _choose_folder(self, state: Optional[Dict[str, Any]], new_run: bool) -> Path:
         cfg = self.cfg
         out = Path(cfg.output_dir)
-        how = f"rsd-train --config {getattr(cfg, 'source', None) or 'CONFIG'}"
         if state is None:
             held = rundir.describe_run(out)
             if held is not None and not new_run:
-                raise ConfigError(f"output_dir {out} already holds a run ({held}); continue it with "
-                                  f"`{how} --resume {out}`, or pass --new-run to start a separate run in "
-                                  f"{rundir.next_free(out)} (nothing in {out} is touched)")
+                raise ConfigError(f"output_dir {out} already holds a run ({held}); add --resume {out} to continue "
+                                  "it, or --new-run to start a separate run beside it (nothing is touched)")
             target = rundir.next_free(out) if held is not None else out
             if held is not None:
                 logger.info("starting a new run in %s (%s holds an earlier run: %s; left untouched)", target, out, held)
@@ -187,10 +185,9 @@ class Trainer:
         step = int(state["step"])
         run = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
         if step >= cfg.optim.iterations:
-            raise ConfigError(f"{ckpt} is at step {step}, which already reaches optim.iterations "
-                              f"{cfg.optim.iterations}: nothing to train; raise it (optim.iterations="
-                              f"{step + cfg.optim.iterations}) to continue, or export its EMA with "
-                              f"`rsd-train export {ckpt}`")
+            raise ConfigError(f"{ckpt} is at step {step}, already optim.iterations {cfg.optim.iterations}: "
+                              f"nothing to train; add optim.iterations={step + cfg.optim.iterations} to continue, "
+                              "or export its EMA with rsd-train export")
         if new_run:
             target = rundir.next_free(run)
             logger.info("new run %s starts from %s (step %d); %s is left untouched", target, ckpt, step, run)
@@ -200,9 +197,8 @@ class Trainer:
         newer = [p for p in checkpointing.checkpoints_in(ckpt.parent)
                  if checkpointing.checkpoint_step(p) > checkpointing.checkpoint_step(ckpt) and str(p) not in skipped]
         if newer:
-            raise ConfigError(f"{run} has checkpoints after {ckpt.name} (latest {newer[-1].name}); resuming from an "
-                              f"older one would overwrite that history: resume the latest with `{how} --resume "
-                              f"{run}`, or fork with --resume {ckpt} --new-run")
+            raise ConfigError(f"{run} has checkpoints after {ckpt.name} (latest {newer[-1].name}); continue from "
+                              f"the latest with --resume {run}, or fork from {ckpt.name} with --new-run")
         rundir.check_writable(run)
         if run.resolve() != out.resolve():
             logger.info("resuming the run in %s (output_dir from the config, %s, is not used)", run, out)
