@@ -74,3 +74,33 @@ def test_cli_trains_and_exports_a_loadable_student(capsys, tmp_path, hr_dir):
     assert (tmp_path / "run" / "samples" / "step_0000001.png").is_file()
     assert (tmp_path / "run" / "metrics.jsonl").is_file()
     assert list((tmp_path / "run" / "checkpoints").glob("step_*.pt"))
+
+
+def test_tiny_config_runs_from_any_folder_on_a_class_folder_tree(tmp_path, monkeypatch, capsys):
+    """The config's own teacher/VQ/validation paths resolve against the config file, not the working folder."""
+    import os
+
+    import cv2
+    import numpy as np
+
+    if not TEACHER.is_file():
+        pytest.skip("shared fixtures are absent")
+    tree = tmp_path / "imagenet" / "train"
+    for c in range(3):
+        (tree / f"n0000000{c}").mkdir(parents=True)
+        for k in range(2):
+            img = (np.random.default_rng(c * 10 + k).random((72, 80, 3)) * 255).astype(np.uint8)
+            cv2.imwrite(str(tree / f"n0000000{c}" / f"n0000000{c}_{k}.JPEG"), img)
+    elsewhere = tmp_path / "somewhere" / "else"
+    elsewhere.mkdir(parents=True)
+    monkeypatch.chdir(elsewhere)
+    config = os.path.relpath(REPO_CONFIGS / "tiny_rsd.yaml", elsewhere)
+    with pytest.raises(SystemExit) as info:
+        main(["--config", config, "data.hr_dirs=[../../imagenet/train]", "-o", "run", "optim.iterations=1",
+              "rsd.fake_updates=1", "optim.batch_size=1", "optim.micro_batch=1", "log.sample_every=0",
+              "log.tensorboard=false", "val.every=1", "val.max_images=1", "-q"])
+    assert info.value.code == 0, capsys.readouterr().err
+    run = elsewhere / "run"  # output_dir and command-line paths: relative to the working folder
+    assert (run / "rsd_ema.safetensors").is_file()
+    lines = (run / "metrics.jsonl").read_text()
+    assert '"val/psnr"' in lines and '"rsd.lpips_input": "node"' in lines
