@@ -103,4 +103,6 @@ def test_tiny_config_runs_from_any_folder_on_a_class_folder_tree(tmp_path, monke
     run = elsewhere / "run"  # output_dir and command-line paths: relative to the working folder
     assert (run / "rsd_ema.safetensors").is_file()
     lines = (run / "metrics.jsonl").read_text()
-    assert '"val/psnr"' in lines and '"rsd.lpips_input": "node"' in lines
+    assert '"val/psnr"' in lines and '"rsd.lpips_input": "node"' in lines and '"rsd.loss_reduction": "mean"' in lines
+    assert '"grad_norm/student"' in lines and '"grad_norm/fake"' in lines and '"perf/images_per_s"' in lines
+    assert '"perf/peak_rss_mib"' in lines

@@ -1,9 +1,10 @@
 """Two gloo processes on the CPU: identical parameters on every rank, and an exact kill-and-resume per rank.
 
 Each rank draws its own timesteps and noises (per-rank generators). The resume check compares the
-*rank-local* losses (before the all-reduce) of a run killed after its step-2 checkpoint and resumed
-with an uninterrupted run: before per-rank random states were saved, rank 1 resumed with rank 0's
-generator and its losses after the resume differed.
+*rank-local* losses (before the all-reduce) of a run whose processes are killed (``os._exit``) in
+step 3, after the step-2 checkpoint, and then resumed, with an uninterrupted run: before per-rank
+random states were saved, every rank resumed with rank 0's generator and the losses after the
+resume differed (checked by hand: the test fails with that bug).
 """
 from __future__ import annotations
 
@@ -49,8 +50,13 @@ def _worker(rank: int, world: int, port: int, raw: dict, phase: str, out: str) -
 
     trainer = Trainer(load_config(raw=raw), resume=raw["output_dir"] if phase == "resume" else None)
     digests = []
-    trainer.run(max_iterations=2 if phase == "killed" else None,
-                callback=lambda step, logs: digests.append(_digest(unwrap(trainer.method.student))))
+
+    def callback(step: int, logs: dict) -> None:
+        if phase == "killed" and step == 3:
+            os._exit(9)  # killed mid-run: step 3 is logged to metrics.jsonl but never checkpointed
+        digests.append(_digest(unwrap(trainer.method.student)))
+
+    trainer.run(callback=callback)
     record = {"local": trainer.local_history, "student": digests,
               "ema": _digest(unwrap(trainer.method.deployable()))}
     Path(out, f"{phase}_rank{rank}.json").write_text(json.dumps(record))
@@ -58,8 +64,12 @@ def _worker(rank: int, world: int, port: int, raw: dict, phase: str, out: str) -
 
 
 def _spawn(raw: dict, phase: str, out: Path) -> list:
-    mp.start_processes(_worker, args=(2, _free_port(), raw, phase, str(out)), nprocs=2, join=True,
-                       start_method="spawn")
+    try:
+        mp.start_processes(_worker, args=(2, _free_port(), raw, phase, str(out)), nprocs=2, join=True,
+                           start_method="spawn")
+    except mp.ProcessExitedException:
+        assert phase == "killed"
+        return []
     return [json.loads((out / f"{phase}_rank{r}.json").read_text()) for r in range(2)]
 
 
@@ -75,11 +85,14 @@ def test_two_ranks_agree_and_resume_exactly(tmp_path, hr_dir):
     # ranks draw different timesteps/noises (else the resume check below could not tell ranks apart)
     assert full[0]["local"] != full[1]["local"]
     cut = dict(base, output_dir=str(tmp_path / "cut"))
-    _spawn(cut, "killed", tmp_path)
+    assert _spawn(cut, "killed", tmp_path) == []
+    assert sorted(p.name for p in (tmp_path / "cut" / "checkpoints").iterdir()) == ["step_0000001.pt", "step_0000002.pt"]
     resumed = _spawn(cut, "resume", tmp_path)
     for rank in range(2):
         assert resumed[rank]["local"] == full[rank]["local"][2:], f"rank {rank} did not repeat its losses"
         assert resumed[rank]["ema"] == full[rank]["ema"]
+    steps = [json.loads(line).get("step") for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    assert [s for s in steps if s is not None] == [1, 2, 3]  # the killed run's step 3 was replaced, not repeated
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from rsd_deploy.cli.train import main
-from tests.train.conftest import TEACHER, VQ
+from tests.train.conftest import TEACHER, VQ, hr_dir, make_config  # noqa: F401 (shared fixtures)
 
 CONFIG = Path(__file__).resolve().parents[2] / "train" / "configs" / "tiny_rsd.yaml"
 
