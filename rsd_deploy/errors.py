@@ -39,6 +39,10 @@ class AtolError(ExportError):
     """A parity check found outputs outside the stated tolerance."""
 
 
+class OutputMatchError(ExportError):
+    """A parity check found a candidate graph with other output tensors than the reference's."""
+
+
 class BackendUnavailableError(RSDError):
     """An optional runtime (ONNX Runtime, TensorRT, CUDA) is not installed or has no device."""
 

@@ -10,6 +10,7 @@ from typing import Optional, Sequence, Tuple
 
 import click
 
+from rsd_deploy.bundle.specs import tolerance_summary
 from rsd_deploy.cli.common import entry_point, setup_logging
 from rsd_deploy.errors import ConfigError
 from rsd_deploy.types import ModelKind
@@ -17,14 +18,15 @@ from rsd_deploy.types import ModelKind
 _PATH = click.Path(path_type=Path)
 _DIR = click.Path(path_type=Path, file_okay=False)
 
-EXIT_HELP = """\b
+EXIT_HELP = f"""\b
 Exit codes:
   0  done (the ONNX graphs were written and verified; engines not built when TensorRT is
      missing: a line says so and how to build them later, `rsd-export --build-engine OUTDIR`)
   2  bad option or input; 3 checkpoint unreadable; 4 bad shape; 6 export/parity failure
      (an FP32 graph that does not match PyTorch is never kept); 7 a runtime (TensorRT, CUDA)
      needed by --build-engine/--verify is missing; 9 bad manifest
-  10 --strict-accuracy and an FP16/INT8 pipeline is below its PSNR threshold (40/30 dB)
+  10 --strict-accuracy and an FP16/INT8 pipeline is below its PSNR threshold
+     ({tolerance_summary(("fp16", "int8"))}, worst crop, specs.TOLERANCES)
   all codes (70 unexpected error, 130/143 interrupted/terminated): docs/CLI.md
 """
 
@@ -128,7 +130,7 @@ def _triton(folder: Path, triton_dir: Path) -> None:
               "--build-engine folder) into this folder.")
 @click.option("--engines/--no-engines", default=True, show_default=True,
               help="After -o export, build TensorRT engines when TensorRT and a CUDA GPU are present.")
-@click.option("--strict-accuracy", is_flag=True, help="Exit 10 when an FP16/INT8 pipeline misses its PSNR threshold.")
+@click.option("--strict-accuracy", is_flag=True, help=f"Exit 10 when an FP16/INT8 pipeline misses its PSNR threshold ({tolerance_summary(('fp16', 'int8'))}).")
 @click.option("-v", "--verbose", count=True, help="More log output.")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors; no progress bar.")
 def cli(out_dir: Optional[Path], checkpoint: Optional[Path], vq: Optional[Path], model: Optional[str], fp16: bool,

@@ -26,6 +26,7 @@ from rsd_deploy.fileio import atomic_write_json, atomic_write_text
 from rsd_deploy.export.onnx_export import (DEFAULT_OPSET, DiffusionConstants, ExportedGraph, build_specs, export_graph,
                                            graph_modules, save_onnx)
 from rsd_deploy.bundle.specs import SUBMODELS, Role, ShapeProfile, decoder_spec, default_profile
+from rsd_deploy.export.parity import ParityReport, draw_inputs
 from rsd_deploy.export.validate import ParityResult
 from rsd_deploy.types import ModelKind
 
@@ -89,14 +90,14 @@ class ExportResult:
     manifest_path: Path
     files: Dict[str, Dict[str, Path]]  # graph -> precision -> path
     parity: List[ParityResult]
-    accuracy: object  # validate.AccuracyReport
+    accuracy: ParityReport
     lint: Dict[str, str]
     export_seconds: Dict[str, float]
     bytes: Dict[str, Dict[str, int]]
     kind: str
 
     def failed_precisions(self) -> List[str]:
-        return [p for p in self.accuracy.psnr_db if not self.accuracy.passed(p)]  # type: ignore[attr-defined]
+        return self.accuracy.failed_precisions()
 
 
 def _resolve_models(config: ExportConfig) -> Tuple[Any, Any, str, bool]:
@@ -253,7 +254,7 @@ def export_models(config: ExportConfig) -> ExportResult:
                 files[name]["fp16"] = (path.name, ext, recipe.to_dict())
                 bar.update()
 
-        samples = calib.reference_samples(modules, accuracy_crops, noise_channels, seed=config.seed)
+        accuracy_inputs = draw_inputs(accuracy_crops, noise_channels, seed=config.seed)
         bar.update()
         if config.int8:
             cal = calib.reference_samples(modules, calib_crops, noise_channels, seed=config.seed + 1)
@@ -279,7 +280,7 @@ def export_models(config: ExportConfig) -> ExportResult:
         graph_paths = {g: {p: staging / f for p, (f, _, _) in v.items()} for g, v in files.items()}
         bar.set_postfix_str("accuracy")
         codebook = vq.quantize.embedding.weight.detach().double().numpy()
-        report = accuracy_report(graph_paths, samples, image_names, codebook=codebook)
+        report = accuracy_report(graph_paths, modules, specs, accuracy_inputs, schedule, image_names, codebook=codebook)
         lint_results: Dict[str, str] = {}
         linted: Dict[Path, str] = {}
         for g, variants in graph_paths.items():
