@@ -2,28 +2,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
-from rsd_deploy.train.config import ConfigError, Method as MethodName, TrainConfig, load_config
-
-if TYPE_CHECKING:
-    from rsd_deploy.train.loops import Method, Trainer
+from rsd_deploy.train.config import ConfigError, TrainConfig, load_config
+from rsd_deploy.train.methods import build_method
 
 __all__ = ["TrainConfig", "load_config", "ConfigError", "build_method", "train", "export_checkpoint"]
-
-
-def build_method(cfg: TrainConfig, trainer: "Trainer") -> "Method":
-    if cfg.method == MethodName.RSD:
-        from rsd_deploy.train.rsd import RSDMethod
-
-        return RSDMethod(cfg, trainer)
-    if cfg.method == MethodName.SINSR:
-        from rsd_deploy.train.sinsr import SinSRMethod
-
-        return SinSRMethod(cfg, trainer)
-    from rsd_deploy.train.teacher import TeacherMethod
-
-    return TeacherMethod(cfg, trainer)
 
 
 def train(cfg: TrainConfig, resume: Optional[str | Path] = None, new_run: bool = False) -> Optional[Path]:

@@ -11,12 +11,10 @@ unwritable or already used ``output_dir`` fails at once with one line.
 """
 from __future__ import annotations
 
-import abc
 import contextlib
 import logging
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
@@ -34,64 +32,10 @@ from rsd_deploy.train.distributed import (DistInfo, all_reduce_mean, any_rank, b
                                           gather_objects, init_distributed)
 from rsd_deploy.train.ema import unwrap
 from rsd_deploy.train.losses import ScheduleTensors
+from rsd_deploy.train.method import Batch, load_network
+from rsd_deploy.train.methods import build_method
 
 logger = logging.getLogger(__name__)
-
-
-def load_network(spec: str, what: str) -> nn.Module:
-    """A checkpoint path, or "default" for the embedded demo model's UNet / VQ."""
-    from rsd_deploy.checkpoint import load_checkpoint
-
-    if spec == "default":
-        from rsd_deploy.default_model import load_default_models
-
-        unet, vq, info = load_default_models()
-        if what == "vq":
-            return vq
-        if info["kind"] != "resshift-v1":
-            # the shipped default is a distilled student; its teacher ships next to it when present
-            from rsd_deploy.default_model import ASSETS
-
-            teacher_file = ASSETS / info.get("teacher", "")
-            if not info.get("teacher") or not teacher_file.is_file():
-                raise ConfigError("the embedded default model is a student with no teacher file; set teacher: to a "
-                                  "ResShift checkpoint")
-            return load_checkpoint(teacher_file)
-        return unet
-    path = Path(spec)
-    if not path.is_file():
-        raise ConfigError(f"{what} checkpoint {path} not found; fix `{what}:` in the config or pass {what}=PATH")
-    return load_checkpoint(path)
-
-
-@dataclass
-class Batch:
-    """One micro-batch in latent space. z0: E(HR); z_y: E(bicubic_x4(LR)); lq: LR in [-1, 1]; gt: HR image."""
-
-    z0: torch.Tensor
-    z_y: torch.Tensor
-    lq: torch.Tensor
-    gt: torch.Tensor
-
-
-class Method(abc.ABC):
-    """One training method. ``models`` / ``optimizers`` are checkpointed by name."""
-
-    models: Dict[str, nn.Module]
-    optimizers: Dict[str, torch.optim.Optimizer]
-
-    @abc.abstractmethod
-    def step(self, trainer: "Trainer", iteration: int) -> Dict[str, float]:
-        """Run one iteration (all its micro-batches and optimiser steps); return scalar logs."""
-
-    @abc.abstractmethod
-    def deployable(self) -> nn.Module:
-        """The network to validate and export (the EMA student / EMA teacher)."""
-
-    @property
-    def one_step(self) -> bool:
-        """Whether the deployable network samples in one step (students) or T steps (teacher)."""
-        return True
 
 
 class Trainer:
@@ -121,8 +65,6 @@ class Trainer:
         self.written: List[Path] = []  # checkpoints this run wrote (the only ones it may rotate out)
         self.exported: List[Path] = []
         self.samples = 0  # training samples drawn by this process (throughput)
-        from rsd_deploy.train import build_method
-
         self.method = build_method(cfg, self)
         self._check_crop_fits(unwrap(self.method.deployable()))
         self._writer = None

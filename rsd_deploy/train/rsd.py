@@ -13,7 +13,7 @@ from rsd_deploy.errors import RSDError
 from rsd_deploy.train.ema import EMA, unwrap
 from rsd_deploy.train.losses import (FakeModel, fake_losses, generator_loss, per_sample_mse, predict_x0, prior, q_sample,
                                      student_x0)
-from rsd_deploy.train.loops import Method, load_network
+from rsd_deploy.train.method import Method, load_network
 
 if TYPE_CHECKING:
     from rsd_deploy.train.loops import Trainer

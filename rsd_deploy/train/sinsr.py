@@ -9,7 +9,7 @@ from torch import nn
 from rsd_deploy.errors import RSDError
 from rsd_deploy.train.ema import EMA
 from rsd_deploy.train.losses import sinsr_losses
-from rsd_deploy.train.loops import Method, load_network
+from rsd_deploy.train.method import Method, load_network
 
 if TYPE_CHECKING:
     from rsd_deploy.train.loops import Trainer

@@ -10,7 +10,7 @@ from rsd_deploy.config import UNetConfig
 from rsd_deploy.train.config import ConfigError
 from rsd_deploy.train.ema import EMA
 from rsd_deploy.train.losses import resshift_loss
-from rsd_deploy.train.loops import Method, load_network
+from rsd_deploy.train.method import Method, load_network
 
 if TYPE_CHECKING:
     from rsd_deploy.train.loops import Trainer
