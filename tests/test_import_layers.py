@@ -39,13 +39,6 @@ def layer_of(module: str) -> int:
     raise AssertionError(f"{module}: its top-level name {name!r} is in no layer; add it to LAYERS")
 
 
-#: cycles known on main while issue 13 is being done (each entry: the sorted members of one
-#: strongly connected component). Must only shrink; a fixed cycle must be removed from here.
-KNOWN_CYCLES: List[List[str]] = []
-#: forbidden edges known on main while issue 13 is being done; must only shrink
-KNOWN_FORBIDDEN: Set[str] = set()
-
-
 def module_files(package: Path = PACKAGE) -> Dict[str, Path]:
     """Dotted module name -> source file, for every module of the package."""
     out = {}
@@ -174,22 +167,14 @@ def test_graph_sees_function_level_and_skips_type_checking(tmp_path):
 
 
 def test_no_import_cycles(graph):
-    found = cycles(graph)
-    new = [c for c in found if c not in KNOWN_CYCLES]
-    assert not new, f"import cycles (function-level imports count): {new}"
-    fixed = [c for c in KNOWN_CYCLES if c not in found]
-    assert not fixed, f"these cycles are gone: remove them from KNOWN_CYCLES: {fixed}"
-
-
-def test_every_module_has_a_layer_and_backends_cannot_import_export_tooling():
-    assert {layer_of(m) for m in module_files()} <= set(range(len(LAYERS)))
-    assert forbidden_edges({"rsd_deploy.backends.x": {"rsd_deploy.export.trt_build"}}) == {
-        "rsd_deploy.backends.x -> rsd_deploy.export.trt_build"}
+    assert cycles(graph) == [], "import cycles (function-level imports count)"
 
 
 def test_layers_point_one_way(graph):
-    bad = forbidden_edges(graph)
-    new = sorted(bad - KNOWN_FORBIDDEN)
-    assert not new, f"imports against the layering: {new}"
-    fixed = sorted(KNOWN_FORBIDDEN - bad)
-    assert not fixed, f"these edges are gone: remove them from KNOWN_FORBIDDEN: {fixed}"
+    assert sorted(forbidden_edges(graph)) == [], "imports of a higher layer (see LAYERS)"
+
+
+def test_every_module_has_a_layer_and_a_higher_layer_is_refused():
+    assert {layer_of(m) for m in module_files()} <= set(range(len(LAYERS)))
+    assert forbidden_edges({"rsd_deploy.backends.x": {"rsd_deploy.export.trt_build", "rsd_deploy.bundle.specs"}}) == {
+        "rsd_deploy.backends.x -> rsd_deploy.export.trt_build"}
