@@ -16,7 +16,7 @@ Per graph, the candidate gets the reference's inputs of that graph (isolated err
 |error|, PSNR over the reference's value range. End to end, the candidate chain runs on its own outputs
 (z_t = ``Schedule.prior(z_y, prior noise)`` on the host, as the SR pipeline does) and its SR image,
 rounded to 8 bits as rsd-upscale writes it (``rsd_deploy.metrics``), is compared with the reference's.
-Tolerances: ``rsd_deploy.export.specs.TOLERANCES`` (one row per precision, each with its reason).
+Tolerances: ``rsd_deploy.bundle.specs.TOLERANCES`` (one row per precision, each with its reason).
 Typed errors (as Optimum's exporters): ShapeError (an output of another shape), OutputMatchError
 (other output tensors), AtolError (values outside the tolerance).
 """
@@ -268,7 +268,7 @@ class ParityReport:
             flips = "-" if e.code_flips is None else f"{100 * e.code_flips:.2f} %"
             lines.append(f"| {e.precision} | {e.min_psnr_db:.2f} | {e.mean_psnr_db:.2f} | {e.threshold_db:g} | {flips} "
                          f"| {'pass' if e.passed else 'FAIL'} |")
-        lines += ["", "Thresholds and their reasons: rsd_deploy/export/specs.py TOLERANCES. Per-graph rows feed each "
+        lines += ["", "Thresholds and their reasons: rsd_deploy/bundle/specs.py TOLERANCES. Per-graph rows feed each "
                   "graph the reference's inputs; SR images are compared as the 8-bit files rsd-upscale writes."]
         lines += [f"- {p}: {tolerance(p).reason}" for p in self.precisions]
         return "\n".join(lines) + "\n"

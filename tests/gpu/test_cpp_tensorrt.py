@@ -105,7 +105,7 @@ def test_version_compatible_plans_load_in_the_cpp_runner(trt_cpp, engine_bundle,
     import cv2
 
     from rsd_deploy.export.engine_build import EngineBuildOptions, build_engines
-    from rsd_deploy.export.specs import ShapeProfile
+    from rsd_deploy.bundle.specs import ShapeProfile
 
     bundle = tmp_path / "vc"
     shutil.copytree(engine_bundle, bundle)
