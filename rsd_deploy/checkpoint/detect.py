@@ -33,11 +33,18 @@ def infer_unet_config(state: Mapping[str, torch.Tensor], buffers: Optional[Mappi
     buffers = buffers or {}
     w_in = state["input_blocks.0.0.weight"]
     model_channels = int(w_in.shape[0])
-    out_channels = int(state["out.2.weight"].shape[0])
+    # the latent channel count from the 1-D bias when present, so a damaged out.2.weight is reported as a shape
+    # mismatch of out.2.weight (by match_state_dict), not blamed on the first conv
+    out_key = "out.2.bias" if "out.2.bias" in state and state["out.2.bias"].ndim == 1 else "out.2.weight"
+    if state[out_key].ndim == 0:
+        raise CheckpointError(f"{out_key} is a scalar; expected ({'C' if out_key.endswith('bias') else 'C, K, 3, 3'})")
+    out_channels = int(state[out_key].shape[0])
     in_channels = out_channels  # latent in, latent out (x0 prediction)
     noise_channels = int(w_in.shape[1]) - 2 * in_channels
     if noise_channels < 0:
-        raise CheckpointError(f"first conv takes {w_in.shape[1]} channels; expected [x, lq(, noise)] >= {2 * in_channels}")
+        raise CheckpointError(f"{out_key} {tuple(state[out_key].shape)} gives {out_channels} latent channels but the "
+                              f"first conv input_blocks.0.0.weight {tuple(w_in.shape)} takes {w_in.shape[1]} "
+                              f"(expected [x, lq(, noise)] >= {2 * in_channels}); one of them has the wrong shape")
 
     # walk the encoder: ResBlocks per level, downsamples between levels, Swin layers after ResBlocks
     blocks = _indices(state, r"input_blocks\.(\d+)\.")

@@ -76,3 +76,37 @@ def match_state_dict(expected: Mapping[str, torch.Tensor], given: Mapping[str, t
             problems.append(f"{len(items)} {label}: {shown}")
     if problems:
         raise KeyMappingError(f"{what}: state dict does not fit the architecture: " + "; ".join(problems))
+
+
+def check_dtypes(expected: Mapping[str, torch.Tensor], given: Mapping[str, torch.Tensor], what: str) -> None:
+    """Refuse integer/bool tensors where the model has floating-point ones (load_state_dict would cast them silently)."""
+    wrong = [f"{k} {str(given[k].dtype).replace('torch.', '')}" for k in expected
+             if k in given and expected[k].is_floating_point() and not given[k].is_floating_point()]
+    if wrong:
+        shown = ", ".join(wrong[:4]) + (f" (+{len(wrong) - 4} more)" if len(wrong) > 4 else "")
+        raise KeyMappingError(f"{what}: {len(wrong)} weight tensor(s) are not floating point ({shown}); "
+                              f"this is not a float checkpoint (quantised or damaged?): use the float32/fp16 weights")
+
+
+def non_finite_tensors(state: Mapping[str, torch.Tensor]) -> List[str]:
+    """``"<key> (<n> NaN, <m> Inf)"`` for every floating tensor holding NaN or Inf."""
+    found = []
+    for key, value in state.items():
+        if not value.is_floating_point():
+            continue
+        finite = torch.isfinite(value)
+        if bool(finite.all()):
+            continue
+        nan = int(torch.isnan(value).sum())
+        inf = int(value.numel() - int(finite.sum()) - nan)
+        found.append(f"{key} ({', '.join(p for p in (f'{nan} NaN' if nan else '', f'{inf} Inf' if inf else '') if p)})")
+    return found
+
+
+def check_finite(state: Mapping[str, torch.Tensor], what: str) -> None:
+    """NaN/Inf in any weight makes every output NaN (a black image): refuse the file and name the tensors."""
+    bad = non_finite_tensors(state)
+    if bad:
+        shown = ", ".join(bad[:4]) + (f" (+{len(bad) - 4} more)" if len(bad) > 4 else "")
+        raise CheckpointError(f"{what}: {len(bad)} tensor(s) hold NaN/Inf: {shown}; the weights are corrupt "
+                              f"(a diverged training run or a damaged file): use another checkpoint")

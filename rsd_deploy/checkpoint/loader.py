@@ -61,16 +61,18 @@ def state_dict_to_model(state: Mapping[str, torch.Tensor], config: Optional[Unio
         state, buffers = keymap.split_official_buffers(state)
         try:
             config = config or detect.infer_unet_config(state, buffers)
-        except (KeyError, ValueError) as e:
+        except (KeyError, ValueError, IndexError) as e:
             raise KeyMappingError(f"{what}: UNet keys are incomplete or inconsistent ({e})") from None
     else:
         try:
             config = config or detect.infer_vq_config(state)
-        except (KeyError, ValueError) as e:
+        except (KeyError, ValueError, IndexError) as e:
             raise KeyMappingError(f"{what}: VQ autoencoder keys are incomplete or inconsistent ({e})") from None
     with torch.device("meta"):
         model = build_model(kind, config)
     keymap.match_state_dict(model.state_dict(), state, what)
+    keymap.check_dtypes(model.state_dict(), state, what)
+    keymap.check_finite(state, what)
     if isinstance(model, UNetSwin):
         check_official_buffers(model, buffers, what)
     model = build_model(kind, config)

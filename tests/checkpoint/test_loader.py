@@ -104,7 +104,7 @@ def test_unreadable_and_unsafe_files_are_refused(tmp_path):
         load_checkpoint(tmp_path / "nope.pth")
     corrupt = tmp_path / "corrupt.pth"
     corrupt.write_bytes(b"not a zip file at all")
-    with pytest.raises(CheckpointError, match="cannot be read"):
+    with pytest.raises(CheckpointError, match="a text file, not a checkpoint"):
         load_checkpoint(corrupt)
     bad_st = tmp_path / "bad.safetensors"
     bad_st.write_bytes(b"\x00" * 16)
