@@ -69,3 +69,9 @@ class ManifestError(RSDError):
 
 class EnginePrecisionError(ExportError):
     """A TensorRT engine lost the precision its ONNX graph asked for (e.g. an "fp16" engine built in fp32)."""
+
+
+class NonFiniteOutputError(RSDError):
+    """A network produced NaN/Inf for an image (fp16 overflow, or weights that overflow in use)."""
+
+    exit_code = 11

@@ -18,7 +18,7 @@ import signal
 import tempfile
 import threading
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Iterator, Optional, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -65,6 +65,25 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
 
 def atomic_write_text(path: PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def output_folder_problem(path: PathLike) -> Optional[str]:
+    """Why ``path`` cannot be (made into) a writable folder, or None. Creates nothing; run it before long work."""
+    target = Path(path)
+    if target.exists() and not target.is_dir():
+        return "exists and is not a folder"
+    existing = target
+    while not existing.exists():
+        if existing.is_symlink():
+            return f"{existing} is a dangling symlink"
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is a file, so no folder can be created under it"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable" if existing == target else f"{existing} is not writable (cannot create {target})"
+    return None
 
 
 class Terminated(BaseException):

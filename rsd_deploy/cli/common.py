@@ -34,6 +34,8 @@ class _CliFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         message = record.getMessage()
+        if record.exc_info:  # logged with exc_info (only at -v): the traceback, then the line
+            message = f"{self.formatException(record.exc_info)}\n{message}"
         if record.levelno >= logging.WARNING:
             return f"{record.levelname.lower()}: {message}"
         return message
@@ -87,6 +89,29 @@ def reuse_freed_memory() -> bool:
         return False
 
 
+class OutputFolder(click.Path):
+    """A ``-o`` folder option: refuses ``''`` (which would silently mean the current folder) as a usage error."""
+
+    def __init__(self, path_type: type = Path) -> None:
+        super().__init__(path_type=path_type, file_okay=False)
+
+    def convert(self, value, param, ctx):  # type: ignore[override]
+        if isinstance(value, str) and not value.strip():
+            self.fail("an empty path would write into the current folder; pass a folder name (or . on purpose)",
+                      param, ctx)
+        return super().convert(value, param, ctx)
+
+
+def check_output_folder(path: Path, option: str = "-o") -> None:
+    """Fail fast, before any model is loaded, when ``path`` cannot become a writable folder (ConfigError)."""
+    from rsd_deploy.errors import ConfigError
+    from rsd_deploy.fileio import output_folder_problem
+
+    problem = output_folder_problem(path)
+    if problem:
+        raise ConfigError(f"{option} {path}: {problem}; choose another {option} folder")
+
+
 def print_error(message: str) -> None:
     """The one-line error form every command uses: ``error: <message>`` on stderr."""
     click.echo(f"error: {message}", err=True)
@@ -105,11 +130,12 @@ EXIT_CODES = {
     3: "a checkpoint cannot be read, recognised or loaded (includes NaN/Inf or non-float weights)",
     4: "a tensor or image shape the model cannot take",
     5: "an image cannot be read or written (also an image too large for --max-output-megapixels)",
-    6: "ONNX export, an ONNX pre-pass or a parity check failed; a run produced non-finite outputs",
+    6: "ONNX export, an ONNX pre-pass or a parity check failed",
     7: "an optional runtime (ONNX Runtime, TensorRT, CUDA, OpenVINO) is missing or has no device",
     8: "a TensorRT engine was built for another TensorRT version, GPU or graph",
     9: "an export folder's manifest.json is missing, invalid or points at missing/changed files",
     10: "rsd-export --strict-accuracy: an FP16/INT8 pipeline is below its PSNR threshold",
+    11: "a network produced NaN/Inf for an image (fp16 overflow: use fp32/bf16; or weights that overflow)",
     EXIT_UNEXPECTED: "unexpected internal error: one line; run again with -v for the traceback and report it",
     EXIT_OS_ERROR: "an operating-system error no check anticipated (disk full, permissions, ...)",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C); staged partial outputs are removed",
@@ -144,7 +170,9 @@ def describe_unexpected(error: BaseException) -> Tuple[str, int]:
         where = f"{error.filename}: " if error.filename else ""
         return f"{where}{error.strerror}", EXIT_OS_ERROR
     detail = _one_line(error)
-    return f"unexpected {type(error).__name__}" + (f" ({detail})" if detail else ""), EXIT_UNEXPECTED
+    kind = type(error)
+    name = kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__name__}"
+    return f"unexpected {name}" + (f" ({detail})" if detail else ""), EXIT_UNEXPECTED
 
 
 def run_command(command: click.Command, argv: Optional[Sequence[str]] = None) -> int:

@@ -9,8 +9,9 @@ from typing import Optional, Tuple
 
 import click
 
-from rsd_deploy.cli.common import entry_point, print_error, reuse_freed_memory, setup_logging
+from rsd_deploy.cli.common import OutputFolder, entry_point, print_error, reuse_freed_memory, setup_logging
 from rsd_deploy.pipeline.batch import UpscaleConfig, upscale_files
+from rsd_deploy.pipeline.image_io import DEFAULT_MAX_OUTPUT_MEGAPIXELS
 from rsd_deploy.pipeline.loading import ModelSource
 from rsd_deploy.types import ModelKind, TileConfig
 
@@ -20,7 +21,7 @@ _DIR = click.Path(path_type=Path, file_okay=False)
 
 @click.command(name="rsd-upscale", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("inputs", nargs=-1, required=True, type=_PATH)
-@click.option("-o", "--output", "output_dir", required=True, type=_DIR,
+@click.option("-o", "--output", "output_dir", required=True, type=OutputFolder(),
               help="Output folder (created if missing); each result is <stem>_x4.png.")
 @click.option("--checkpoint", type=_PATH, help="UNet / SinSR / RSD student weights (.pth, .ckpt, .safetensors). "
               "Default: the embedded demo model.")
@@ -41,13 +42,18 @@ _DIR = click.Path(path_type=Path, file_okay=False)
               help="Default: cuda when available, else cpu.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True,
               help="fp16 needs CUDA.")
-@click.option("--seed", type=int, default=0, show_default=True,
-              help="Noise seed; the same seed, device and options give the same output.")
+@click.option("--seed", type=click.IntRange(0, 2 ** 64 - 1), default=0, show_default=True,
+              help="Noise seed (0 .. 2^64-1); the same seed, device and options give the same output.")
+@click.option("--max-output-megapixels", type=click.FloatRange(min=0, min_open=True),
+              default=DEFAULT_MAX_OUTPUT_MEGAPIXELS, show_default=True,
+              help="Refuse (before decoding) an input whose x4 output is larger; the output must also fit "
+                   "in memory. 1024 = an 8192 x 8192 input.")
 @click.option("-v", "--verbose", count=True, help="More log output.")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors; no progress bar.")
 def cli(inputs: Tuple[Path, ...], output_dir: Path, checkpoint: Optional[Path], vq: Optional[Path],
         model: Optional[str], onnx_dir: Optional[Path], engine_dir: Optional[Path], tile: int, overlap: int,
-        tile_batch: int, device: Optional[str], precision: str, seed: int, verbose: int, quiet: bool) -> int:
+        tile_batch: int, device: Optional[str], precision: str, seed: int, max_output_megapixels: float,
+        verbose: int, quiet: bool) -> int:
     """Super-resolve INPUT images (files or folders) x4 into the -o folder.
 
     Example: rsd-upscale photos/ -o photos_x4/ --tile-batch 4
@@ -55,7 +61,6 @@ def cli(inputs: Tuple[Path, ...], output_dir: Path, checkpoint: Optional[Path], 
     A bad file fails alone (one line), the others are still written. Exit codes: docs/CLI.md.
     """
     setup_logging(verbose, quiet)
-    _silence_opencv()
     reuse_freed_memory()
     config = UpscaleConfig(
         inputs=tuple(inputs),
@@ -65,6 +70,7 @@ def cli(inputs: Tuple[Path, ...], output_dir: Path, checkpoint: Optional[Path], 
         tiling=TileConfig(tile=tile or None, overlap=overlap if tile else 0, batch=tile_batch),
         seed=seed,
         progress=not quiet,
+        max_output_megapixels=max_output_megapixels,
     )
     report = upscale_files(config)
     total = len(report.written) + len(report.failures)
@@ -74,15 +80,6 @@ def cli(inputs: Tuple[Path, ...], output_dir: Path, checkpoint: Optional[Path], 
     elif not quiet:
         click.echo(f"wrote {len(report.written)} image(s) to {output_dir} in {report.seconds:.1f} s", err=True)
     return report.exit_code
-
-
-def _silence_opencv() -> None:
-    """OpenCV prints decoder warnings for corrupt files; our one-line errors replace them."""
-    import cv2
-
-    set_level = getattr(cv2, "setLogLevel", None)  # absent from some builds and from the type stubs
-    if set_level is not None:
-        set_level(0)  # silent
 
 
 main = entry_point(cli)

@@ -4,7 +4,11 @@ Reading keeps what the file has: 8 or 16 bits, grey, RGB or RGBA (``cv2.IMREAD_U
 then applies the EXIF orientation itself (IMREAD_UNCHANGED ignores it; OpenCV's TIFF reader
 already applies the TIFF orientation tag and reports no EXIF block, so nothing is applied twice).
 The network always sees RGB in [-1, 1]; grey images run as three stacked channels and are
-written back grey; alpha is upscaled with a plain bicubic resize and re-attached.
+written back grey (grey+alpha stays grey+alpha); alpha is upscaled with a plain bicubic resize and re-attached.
+
+Before decoding, the size is read from the header (Pillow, no pixel decoding) and an image whose output
+would exceed ``max_output_megapixels`` (or this machine's memory) is refused with one line. Decoder
+chatter (OpenCV's log, libpng's warnings on stderr) goes to the debug log, not the terminal.
 """
 from __future__ import annotations
 
@@ -21,7 +25,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rsd_deploy.errors import ImageIOError
+from rsd_deploy.errors import ImageIOError, NonFiniteOutputError
+from rsd_deploy.pipeline.image_header import (DEFAULT_MAX_OUTPUT_MEGAPIXELS, check_output_size, encode_png_grey_alpha,
+                                              native_stderr_to_debug_log, png_is_grey_alpha, read_file_bytes,
+                                              read_header)
 
 logger = logging.getLogger(__name__)
 
@@ -30,14 +37,12 @@ _MAX_VALUE = {np.dtype(np.uint8): 255, np.dtype(np.uint16): 65535}
 _EXIF_ORIENTATION_TAG = 0x0112
 # ITU-R BT.601 luma, the weights cv2.cvtColor(RGB2GRAY) uses
 _LUMA_RGB = np.array([0.299, 0.587, 0.114], np.float32)
-
-
 @dataclass
 class LRImage:
     """A decoded input image, display-oriented.
 
     ``rgb``: (H, W, 3) uint8 or uint16, RGB order (grey inputs stacked to 3 channels).
-    ``alpha``: (H, W) same dtype, or None. ``grayscale``: the file was single-channel.
+    ``alpha``: (H, W) same dtype, or None. ``grayscale``: the file was grey (grey or grey+alpha).
     """
 
     path: Path
@@ -119,24 +124,31 @@ def _decode_oriented(data: np.ndarray, path: Path) -> Tuple[Optional[np.ndarray]
     return cv2.imdecode(data, cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH), 1
 
 
-def read_image(path: Path | str) -> LRImage:
-    """Decode an image file (PNG, JPEG, WebP, TIFF, BMP; 8/16-bit; grey, RGB, RGBA).
+def read_image(path: Path | str, scale: int = 4,
+               max_output_megapixels: Optional[float] = DEFAULT_MAX_OUTPUT_MEGAPIXELS) -> LRImage:
+    """Decode an image file (PNG, JPEG, WebP, TIFF, BMP; 8/16-bit; grey, grey+alpha, RGB, RGBA).
 
-    Raises ImageIOError with a one-line message naming the file for missing, empty, corrupt,
-    zero-size or unsupported images.
+    Raises ImageIOError with a one-line message naming the file for missing, empty, corrupt, zero-size,
+    unsupported or too large images (the x``scale`` output above ``max_output_megapixels``, checked from
+    the header before decoding; None = no limit but this machine's memory).
     """
     path = Path(path)
-    try:
-        data = np.fromfile(str(path), dtype=np.uint8)
-    except FileNotFoundError:
-        raise ImageIOError(f"{path}: no such file; check the path") from None
-    except IsADirectoryError:
-        raise ImageIOError(f"{path}: is a folder, not an image") from None
-    except OSError as e:
-        raise ImageIOError(f"{path}: cannot read ({e.strerror or e}); check the file permissions") from None
-    if data.size == 0:
+    data = read_file_bytes(path)
+    if len(data) == 0:
         raise ImageIOError(f"{path}: file is empty (0 bytes); replace it with a valid image")
-    image, orientation = _decode_oriented(data, path)
+    header = read_header(data)
+    if header is not None:
+        check_output_size(path, header, scale, max_output_megapixels)
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    try:
+        with native_stderr_to_debug_log(path):
+            image, orientation = _decode_oriented(buffer, path)
+    except cv2.error as e:
+        if "CV_IO_MAX_IMAGE_PIXELS" in str(e):
+            raise ImageIOError(f"{path}: larger than OpenCV's decoder limit (CV_IO_MAX_IMAGE_PIXELS, 2^30 pixels); "
+                               f"crop or downscale the input") from None
+        raise ImageIOError(f"{path}: cannot decode image ({_first_line(e)}); use a valid PNG, JPEG, WebP, TIFF "
+                           f"or BMP file") from None
     if image is None or image.size == 0:
         raise ImageIOError(f"{path}: cannot decode image (corrupt, truncated or unsupported format); "
                            f"use a valid PNG, JPEG, WebP, TIFF or BMP file")
@@ -151,13 +163,23 @@ def read_image(path: Path | str) -> LRImage:
         logger.debug("%s: applied EXIF orientation %d", path, orientation)
 
     alpha = None
+    grey_alpha = image.ndim == 3 and image.shape[2] == 4 and (
+        png_is_grey_alpha(data) or (header is not None and header.channels == 2))
     if image.ndim == 2:
         rgb = np.repeat(image[:, :, None], 3, axis=2)
+    elif grey_alpha:  # decoded as BGRA with B = G = R: keep it grey + alpha
+        rgb = np.repeat(image[:, :, :1], 3, axis=2)
+        alpha = np.ascontiguousarray(image[:, :, 3])
     else:
         rgb = np.ascontiguousarray(image[:, :, 2::-1])  # BGR(A) -> RGB
         if image.shape[2] == 4:
             alpha = np.ascontiguousarray(image[:, :, 3])
-    return LRImage(path=path, rgb=rgb, alpha=alpha, grayscale=image.ndim == 2)
+    return LRImage(path=path, rgb=rgb, alpha=alpha, grayscale=image.ndim == 2 or grey_alpha)
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
 
 
 def to_model_range(pixels: np.ndarray) -> np.ndarray:
@@ -194,19 +216,29 @@ class SRCanvas:
     row band from the pipeline's blended float RGB rows (``write_rows`` is a tiling.RowSink)."""
 
     def __init__(self, lr: LRImage, scale: int):
+        self.path = lr.path
         self.scale = scale
         self.grayscale = lr.grayscale
         self.dtype = lr.dtype
         self.max_value = lr.max_value
         h, w = lr.height * scale, lr.width * scale
-        channels = 4 if lr.alpha is not None else (1 if lr.grayscale else 3)
+        channels = (1 if lr.grayscale else 3) + (1 if lr.alpha is not None else 0)  # grey+alpha: 2
         shape = (h, w) if channels == 1 else (h, w, channels)
         self.pixels = np.empty(shape, dtype=lr.dtype)
         if lr.alpha is not None:
-            self.pixels[:, :, 3] = upscale_alpha(lr.alpha, scale)
+            self.pixels[:, :, -1] = upscale_alpha(lr.alpha, scale)
 
     def write_rows(self, y0: int, rows_rgb: np.ndarray) -> None:
-        """Store SR rows: float32 (n, W, 3) RGB in about [-1, 1] -> clamp -> round -> file layout."""
+        """Store SR rows: float32 (n, W, 3) RGB in about [-1, 1] -> clamp -> round -> file layout.
+
+        NaN/Inf rows raise NonFiniteOutputError: clamping would turn them into a silently black image."""
+        finite = np.isfinite(rows_rgb)
+        if not finite.all():
+            bad = int(finite.size - np.count_nonzero(finite))
+            raise NonFiniteOutputError(
+                f"{self.path}: the network produced NaN/Inf ({bad} of {finite.size} values in output rows "
+                f"{y0}-{y0 + rows_rgb.shape[0] - 1}); with --precision fp16 that is an fp16 overflow: use --precision "
+                f"fp32 or bf16; otherwise the weights overflow: use another checkpoint")
         unit = np.clip(rows_rgb, -1.0, 1.0, out=rows_rgb)  # in place: the rows are ours (see RowSink)
         unit *= np.float32(0.5)
         unit += np.float32(0.5)
@@ -217,6 +249,8 @@ class SRCanvas:
         n = values.shape[0]
         if self.pixels.ndim == 2:
             self.pixels[y0:y0 + n] = values
+        elif self.grayscale:  # grey + alpha
+            self.pixels[y0:y0 + n, :, 0] = values
         else:
             self.pixels[y0:y0 + n, :, 2::-1] = values  # RGB -> BGR
 
@@ -239,9 +273,15 @@ def write_image_atomic(path: Path | str, pixels: np.ndarray) -> None:
     in the same folder, fsync, then os.replace. On any failure the temp file is removed and an
     existing file at ``path`` is left as it was."""
     path = Path(path)
-    ok, buf = cv2.imencode(path.suffix or ".png", pixels)
-    if not ok:
-        raise ImageIOError(f"{path}: cannot encode a {pixels.dtype} image as {path.suffix}; write PNG instead")
+    if pixels.ndim == 3 and pixels.shape[2] == 2:  # grey + alpha: OpenCV writes 1, 3 or 4 channels only
+        if (path.suffix or ".png").lower() != ".png":
+            raise ImageIOError(f"{path}: grey+alpha images are written as PNG only; use a .png output name")
+        buf = np.frombuffer(encode_png_grey_alpha(pixels), np.uint8)
+    else:
+        with native_stderr_to_debug_log(path):
+            ok, buf = cv2.imencode(path.suffix or ".png", pixels)
+        if not ok:
+            raise ImageIOError(f"{path}: cannot encode a {pixels.dtype} image as {path.suffix}; write PNG instead")
     tmp_name = None
     try:
         fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
