@@ -21,7 +21,7 @@ import torch
 from rsd_deploy.backends.base import Backend, register_backend
 from rsd_deploy.bundle.manifest import Bundle, check_bundle_files
 from rsd_deploy.bundle.specs import Role
-from rsd_deploy.errors import BackendUnavailableError, ConfigError, ShapeError
+from rsd_deploy.errors import BackendUnavailableError, ConfigError, ManifestError, ShapeError
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ class OrtBackend(Backend):
         self.sessions: Dict[str, "ort.InferenceSession"] = {}
         for g in ("encoder", "denoiser", "decoder"):
             path = self.export_dir / graphs[g]["variants"][precision]["file"]
-            self.sessions[g] = ort.InferenceSession(str(path), sess_options=session_options, providers=self.providers)
+            self.sessions[g] = _open_session(ort, path, session_options, self.providers, self.specs[g])
         diffusion = self.manifest["diffusion"]
         self.steps = int(diffusion["steps"])
         self.timestep = int(diffusion["timestep"])
@@ -180,3 +180,20 @@ class OrtBackend(Backend):
 
     def close(self) -> None:
         self.sessions.clear()
+
+
+def _open_session(ort, path: Path, options, providers, spec):
+    """An ORT session for ``path``; ManifestError (one line) for a file that is no ONNX graph or whose inputs and
+    outputs are not those the manifest's spec gives this graph (files swapped or replaced, manifest re-hashed)."""
+    try:
+        session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    except Exception as e:  # noqa: BLE001 - ORT raises InvalidProtobuf, Fail, RuntimeError... for bad files
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        detail = lines[0][:160] if lines else type(e).__name__
+        raise ManifestError(f"{path}: not a loadable ONNX graph ({detail}); re-run rsd-export") from None
+    for kind, got, expected in (("inputs", session.get_inputs(), spec.input_names),
+                                ("outputs", session.get_outputs(), spec.output_names)):
+        if sorted(t.name for t in got) != sorted(expected):
+            raise ManifestError(f"{path}: its {kind} {sorted(t.name for t in got)} are not the {spec.name} graph's "
+                                f"{sorted(expected)} (files swapped or replaced?); re-run rsd-export")
+    return session

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 from typing import Optional, Sequence
 
 import click
 
 from rsd_deploy.bench.recipe import config_from_mapping, load_recipe, parse_checkpoints
-from rsd_deploy.cli.common import reuse_freed_memory, run_command
+from rsd_deploy.cli.common import OutputFolder, check_output_folder, reuse_freed_memory, run_command
+from rsd_deploy.errors import ConfigError
 from rsd_deploy.types import ModelKind
 
 _FIELDS_FROM_OPTIONS = {
@@ -42,7 +44,7 @@ def build_config(ctx: click.Context, params: dict):
 
 
 @click.command(name="rsd-bench", context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-o", "--output", default="bench-results", show_default=True, type=click.Path(file_okay=False),
+@click.option("-o", "--output", default="bench-results", show_default=True, type=OutputFolder(str),
               help="Folder for results.json, results.md, results.png.")
 @click.option("--recipe", type=click.Path(exists=True, dir_okay=False), help="YAML recipe (benchmarks/recipes/); "
               "options given on the command line override it.")
@@ -81,6 +83,9 @@ def cli(ctx: click.Context, **params) -> None:
     from rsd_deploy.bench import benchmark_and_report
 
     cfg = build_config(ctx, params)
+    if not str(cfg.output).strip():  # a recipe's `output: ""`
+        raise ConfigError("output '': an empty path would write into the current folder; pass a folder name")
+    check_output_folder(Path(cfg.output), "-o")  # before any model is built or measured
     paths = benchmark_and_report(cfg, progress=not params["no_progress"])
     click.echo("wrote " + ", ".join(str(p) for p in paths.values()))
     import json

@@ -11,7 +11,7 @@ from typing import Optional, Sequence, Tuple
 import click
 
 from rsd_deploy.bundle.specs import tolerance_summary
-from rsd_deploy.cli.common import entry_point, setup_logging
+from rsd_deploy.cli.common import OutputFolder, check_output_folder, entry_point, setup_logging
 from rsd_deploy.errors import ConfigError
 from rsd_deploy.types import ModelKind
 
@@ -103,7 +103,7 @@ def _triton(folder: Path, triton_dir: Path) -> None:
 
 
 @click.command(name="rsd-export", context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_HELP)
-@click.option("-o", "--output", "out_dir", type=_DIR, help="Export folder for the graphs, manifest.json and accuracy report.")
+@click.option("-o", "--output", "out_dir", type=OutputFolder(), help="Export folder for the graphs, manifest.json and accuracy report.")
 @click.option("--checkpoint", type=_PATH, help="UNet / SinSR / RSD student weights. Default: the embedded demo model.")
 @click.option("--vq", type=_PATH, help="VQ-f4 autoencoder weights; needed with --checkpoint.")
 @click.option("--model", type=click.Choice(ModelKind.choices()), default=None,
@@ -126,7 +126,7 @@ def _triton(folder: Path, triton_dir: Path) -> None:
 @click.option("--build-engine", "build_dir", type=_DIR,
               help="Build TensorRT engines for the graphs in this export folder (needs TensorRT and a GPU).")
 @click.option("--verify", "verify_dir", type=_DIR, help="Compare TensorRT engines in this folder with ONNX Runtime.")
-@click.option("--triton", "triton_dir", type=_DIR, help="Write a Triton model repository for the export (-o or "
+@click.option("--triton", "triton_dir", type=OutputFolder(), help="Write a Triton model repository for the export (-o or "
               "--build-engine folder) into this folder.")
 @click.option("--engines/--no-engines", default=True, show_default=True,
               help="After -o export, build TensorRT engines when TensorRT and a CUDA GPU are present.")
@@ -150,6 +150,11 @@ def cli(out_dir: Optional[Path], checkpoint: Optional[Path], vq: Optional[Path],
         raise ConfigError("nothing to do: pass -o OUTDIR to export (or --build-engine/--verify DIR)")
     if triton_dir is not None and out_dir is None and build_dir is None:
         raise ConfigError("--triton needs the export folder: pass -o OUTDIR or --build-engine DIR with it")
+    # output folders first: a bad -o fails in one line before minutes of model loading and export
+    if out_dir is not None:
+        check_output_folder(out_dir, "-o")
+    if triton_dir is not None:
+        check_output_folder(triton_dir, "--triton")
     if (calib_dirs or calib_count != 16) and not int8 and out_dir is not None:
         click.echo("note: --calib images are used for the accuracy report only (INT8 not requested)", err=True)
     exit_code = 0

@@ -22,7 +22,7 @@ from torch import nn
 
 from rsd_deploy.errors import ConfigError, ExportError, ShapeError
 from rsd_deploy.bundle import manifest as mf
-from rsd_deploy.fileio import atomic_write_json, atomic_write_text
+from rsd_deploy.fileio import atomic_write_json, atomic_write_text, sigterm_as_exception
 from rsd_deploy.export.onnx_export import (DEFAULT_OPSET, DiffusionConstants, ExportedGraph, build_specs, export_graph,
                                            graph_modules, save_onnx)
 from rsd_deploy.bundle.specs import SUBMODELS, Role, ShapeProfile, decoder_spec, default_profile
@@ -168,6 +168,7 @@ def _staged_files(graph: ExportedGraph) -> List[str]:
     return [graph.path.name] + list(graph.external_data)
 
 
+@sigterm_as_exception()  # SIGTERM (timeout, docker stop) removes the staging folder as Ctrl-C does
 def export_models(config: ExportConfig) -> ExportResult:
     """Export, convert, verify and describe the three graphs; see the module docstring."""
     from tqdm import tqdm
@@ -216,10 +217,11 @@ def export_models(config: ExportConfig) -> ExportResult:
     accuracy_crops, calib_crops = crops[n_cal:], crops[:n_cal]
 
     out_dir = Path(config.out_dir)
+    created_out_dir = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".rsd-export-", dir=out_dir))
     steps = len(SUBMODELS) * len(precisions) + 2
     bar = tqdm(total=steps, desc="rsd-export", unit="step", disable=not config.progress)
+    staging = Path(tempfile.mkdtemp(prefix=".rsd-export-", dir=out_dir))  # right before `try`: SIGTERM cleans it
     try:
         torch.manual_seed(config.seed)
         graphs: Dict[str, ExportedGraph] = {}
@@ -323,6 +325,8 @@ def export_models(config: ExportConfig) -> ExportResult:
     finally:
         bar.close()
         shutil.rmtree(staging, ignore_errors=True)
+        if created_out_dir and not any(out_dir.iterdir()):  # a failed export leaves no empty folder behind
+            out_dir.rmdir()
     final = {g: {p: out_dir / f for p, (f, _, _) in v.items()} for g, v in files.items()}
     for line in report.summary_lines():
         logger.info("accuracy %s", line)

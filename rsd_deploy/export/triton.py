@@ -30,6 +30,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 from rsd_deploy.bundle.manifest import load_manifest
 from rsd_deploy.bundle.specs import SUBMODELS, ExportSpec, Role
 from rsd_deploy.errors import ConfigError, ManifestError
+from rsd_deploy.fileio import sigterm_as_exception
 
 logger = logging.getLogger(__name__)
 
@@ -252,6 +253,7 @@ def _choose_platform(manifest: dict, options: TritonOptions) -> str:
     return options.platform
 
 
+@sigterm_as_exception()  # SIGTERM removes the staging folder as Ctrl-C does
 def write_model_repository(export_dir: PathLike, triton_dir: PathLike, options: Optional[TritonOptions] = None,
                            **overrides: Any) -> TritonRepository:
     """Write a Triton model repository for the bundle in ``export_dir`` into ``triton_dir``.
