@@ -64,6 +64,8 @@ class BenchConfig:
         parse_contenders(self.contenders)
         for b in self.backends:
             parse_backend_variant(b, self.device)
+        if not 0 <= self.seed < 2 ** 64:  # torch would wrap it silently
+            raise ConfigError(f"seed {self.seed} is out of range; use 0 .. 2^64-1")
         if self.batch < 1 or self.repeats < 1 or self.warmup < 0:
             raise ConfigError("batch and repeats must be >= 1 and warmup >= 0")
         for h, w in self.sizes:

@@ -69,7 +69,7 @@ def build_config(ctx: click.Context, params: dict):
 @click.option("--quality-lr", type=click.Path(exists=True, file_okay=False), help="LR images for the quality side.")
 @click.option("--quality-hr", type=click.Path(exists=True, file_okay=False), help="Matching HR images (optional).")
 @click.option("--quality-limit", default=8, show_default=True, type=int, help="At most this many quality images.")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2 ** 64 - 1))
 @click.option("--threads", type=int, help="torch intra-op threads on the CPU.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("-v", "--verbose", is_flag=True)
