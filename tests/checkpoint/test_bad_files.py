@@ -18,13 +18,7 @@ from tests.conftest import FIXTURES
 
 UNET = FIXTURES / "unet_tiny" / "state_dict.pth"
 VQ = FIXTURES / "vq_tiny" / "state_dict.pth"
-
-
-@pytest.fixture(autouse=True)
-def _need_fixtures():
-    for p in (UNET, VQ):
-        if not p.is_file():
-            pytest.skip(f"fixture {p} is absent")
+pytestmark = pytest.mark.skipif(not (UNET.is_file() and VQ.is_file()), reason="shared/fixtures is absent")
 
 
 def _torch_zip_bytes() -> bytes:

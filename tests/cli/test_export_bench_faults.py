@@ -21,19 +21,10 @@ from rsd_deploy.cli.common import run_command
 from rsd_deploy.cli.upscale import cli as upscale_cli
 from rsd_deploy.errors import ExportError, ManifestError
 from rsd_deploy.fileio import sha256_file
-from tests.conftest import FIXTURES
+from tests.cli.conftest import RSD, VQ
 from tests.pipeline.helpers import random_rgb
 
 REPO = Path(__file__).resolve().parents[2]
-RSD = FIXTURES / "rsd_student_tiny" / "state_dict.pth"
-VQ = FIXTURES / "vq_tiny" / "state_dict.pth"
-
-
-@pytest.fixture(autouse=True)
-def _need_fixtures():
-    for p in (RSD, VQ):
-        if not p.is_file():
-            pytest.skip(f"fixture {p} is absent")
 
 
 @pytest.fixture

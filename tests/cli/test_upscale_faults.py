@@ -19,18 +19,8 @@ from rsd_deploy.cli.common import run_command
 from rsd_deploy.cli.upscale import cli
 from rsd_deploy.pipeline import batch
 from rsd_deploy.pipeline.image_io import upscale_alpha
-from tests.conftest import FIXTURES
+from tests.cli.conftest import RSD, VQ
 from tests.pipeline.helpers import random_rgb
-
-RSD = FIXTURES / "rsd_student_tiny" / "state_dict.pth"
-VQ = FIXTURES / "vq_tiny" / "state_dict.pth"
-
-
-@pytest.fixture(autouse=True)
-def _need_fixtures():
-    for p in (RSD, VQ):
-        if not p.is_file():
-            pytest.skip(f"fixture {p} is absent")
 
 
 def upscale(capsys, *args, vq=VQ, quiet=True):
