@@ -293,8 +293,8 @@ def write_model_repository(export_dir: PathLike, triton_dir: PathLike, options: 
         raise ConfigError(f"{triton_dir} is not empty; choose a new --triton folder or pass overwrite=True "
                           f"(replaces only {', '.join(sorted(names.values()))})")
     triton_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".rsd-triton-", dir=triton_dir))
     repo = TritonRepository(root=triton_dir, ensemble=names["ensemble"], platform=platform)
+    staging = Path(tempfile.mkdtemp(prefix=".rsd-triton-", dir=triton_dir))  # right before `try`: SIGTERM cleans it
     try:
         configs: Dict[str, Dict[str, Any]] = {}
         for g in SUBMODELS:
