@@ -192,3 +192,37 @@ def test_atomic_write_failure_keeps_the_folder_clean(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["out.png"] and blocker.is_dir()
     with pytest.raises(ImageIOError, match="cannot write output"):
         write_image_atomic(tmp_path / "missing_dir" / "x.png", np.zeros((2, 2, 3), np.uint8))
+
+
+@pytest.mark.parametrize("ext, image, channels, bits", [
+    (".png", np.zeros((7, 10, 3), np.uint8), 3, 8),
+    (".png", np.zeros((7, 10), np.uint16), 1, 16),
+    (".png", np.zeros((7, 10, 4), np.uint8), 4, 8),
+    (".jpg", np.zeros((7, 10, 3), np.uint8), 3, 8),
+    (".tif", np.zeros((7, 10, 3), np.uint8), 3, 8),
+    (".webp", np.zeros((7, 10, 3), np.uint8), 3, 8),
+    (".bmp", np.zeros((7, 10, 3), np.uint8), 3, 8),
+])
+def test_header_gives_size_channels_and_depth_without_decoding(ext, image, channels, bits):
+    from rsd_deploy.pipeline.image_header import HeaderInfo, read_header
+
+    data = cv2.imencode(ext, image)[1].tobytes()
+    assert read_header(data) == HeaderInfo(width=10, height=7, channels=channels, bits=bits)
+    assert read_header(b"not an image") is None  # unknown to Pillow: OpenCV gets to try
+
+
+def test_grey_alpha_png_round_trips_through_our_encoder(tmp_path):
+    from PIL import Image
+
+    from rsd_deploy.pipeline.image_header import encode_png_grey_alpha
+
+    for dtype, mode in ((np.uint8, "LA"), (np.uint16, None)):
+        pixels = np.random.default_rng(0).integers(0, np.iinfo(dtype).max, (5, 6, 2)).astype(dtype)
+        path = tmp_path / f"ga{np.dtype(dtype).itemsize}.png"
+        path.write_bytes(encode_png_grey_alpha(pixels))
+        back = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)  # OpenCV expands grey+alpha to BGRA
+        np.testing.assert_array_equal(back[:, :, 0], pixels[:, :, 0])
+        np.testing.assert_array_equal(back[:, :, 3], pixels[:, :, 1])
+        if mode:
+            assert Image.open(path).mode == mode
+        assert read_image(path).grayscale and read_image(path).alpha is not None
