@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 import pytest
 
-from rsd_deploy.cli import bench, export, inspect, train, upscale
+from rsd_deploy.cli import bench, eval as eval_cli, export, inspect, train, upscale
 from rsd_deploy.cli.common import EXIT_CODES, run_command
 from rsd_deploy.errors import CheckpointError, ConfigError, ManifestError
 
@@ -55,7 +55,7 @@ def test_verbose_shows_the_traceback_first(capsys):
     assert err.strip().splitlines()[-1] == "error: rsd-demo: unexpected ValueError (boom); run with -v for details"
 
 
-@pytest.mark.parametrize("module", [upscale, inspect, export, bench, train])
+@pytest.mark.parametrize("module", [upscale, inspect, export, bench, train, eval_cli])
 def test_click_usage_errors_exit_2_in_one_line(capsys, module):
     code = run_command(module.cli, ["--no-such-option"])
     err = capsys.readouterr().err
@@ -113,6 +113,6 @@ def test_exit_code_table_is_documented_once_and_linked():
     for code in EXIT_CODES:
         assert f"| {code} |" in doc, code
     assert "docs/CLI.md" in (REPO / "README.md").read_text()
-    for module in (upscale, inspect, export, bench, train):
+    for module in (upscale, inspect, export, bench, train, eval_cli):
         assert "docs/CLI.md" in (module.cli.help or "") + (module.cli.epilog or ""), module.__name__
     assert os.environ.get("RSD_TRACEBACK", "") in ("", "0")  # the suite must not run with tracebacks forced on
