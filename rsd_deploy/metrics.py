@@ -21,6 +21,7 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
+from rsd_deploy import pixels
 from rsd_deploy.errors import ShapeError
 
 SSIM_WINDOW = 11
@@ -42,12 +43,8 @@ def as_numpy(image: Any) -> np.ndarray:
 
 def quantize(image: Any, max_value: int = 255, dtype: Any = np.uint8) -> np.ndarray:
     """Model-range image in about [-1, 1] -> integers 0..max_value: clamp, ``rint((x*0.5+0.5)*max)``
-    in float32 (half to even). Any layout; the result has the input's shape."""
-    x = np.clip(as_numpy(image).astype(np.float32, copy=True), -1.0, 1.0)
-    x *= np.float32(0.5)
-    x += np.float32(0.5)
-    x *= np.float32(max_value)
-    return np.rint(x, out=x).astype(dtype)
+    in float32 (half to even), the one rounding (``rsd_deploy.pixels.quantize``). Any layout."""
+    return pixels.quantize(as_numpy(image), max_value, dtype)
 
 
 def to_uint8(image: Any) -> np.ndarray:

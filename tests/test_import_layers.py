@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "rsd_deploy"
 #: (so a backend cannot import export tooling, the pipeline or the CLI; the models know nothing of
 #: what drives them; only the CLI imports the CLI). "rsd_deploy" is the package's public facade.
 LAYERS: Tuple[Tuple[str, ...], ...] = (
-    ("errors", "fileio", "config", "types", "metrics"),
+    ("errors", "fileio", "config", "types", "pixels", "metrics"),
     ("models", "bundle"),
     ("checkpoint", "default_model", "rsd_deploy"),
     ("backends",),

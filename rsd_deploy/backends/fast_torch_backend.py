@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Hashable, Optional, Sequence, Tuple, Union
@@ -191,7 +190,7 @@ class FastTorchBackend(Backend):
         self.vq = _prepare(vq, self._device, self.dtype, channels_last)
         self.vq.quantize.float()  # type: ignore[operator]  # the codebook stays fp32 (distances are fp32 anyway)
         self.noise_channels = int(getattr(getattr(unet, "config", None), "noise_channels", 0))
-        self.kappa = float(schedule.kappa)
+        self.schedule = schedule
         self.eta = [float(e) for e in schedule.eta]
         self._wrap = (lambda f: torch.compile(f, mode=compile_mode)) if compile_mode else (lambda f: f)
         self._fns: dict = {}
@@ -221,7 +220,7 @@ class FastTorchBackend(Backend):
         """1 / sqrt(kappa^2 eta_step + 1): the UNet input scaling of ResShift."""
         if not 0 <= step < len(self.eta):
             raise RSDError(f"step {step} outside the schedule (0..{len(self.eta) - 1})")
-        return 1.0 / math.sqrt(self.kappa ** 2 * self.eta[step] + 1.0)
+        return self.schedule.input_scale(step)  # the one formula (Schedule), same float64 value
 
     # -- Backend -------------------------------------------------------------------------------
     @torch.inference_mode()

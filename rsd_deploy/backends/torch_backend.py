@@ -108,7 +108,7 @@ class TorchBackend(Backend):
             raise ShapeError(f"this UNet takes {self.noise_channels} noise channels; "
                              f"{'pass' if self.noise_channels else 'do not pass'} a noise map")
         dev = self._device
-        x = z_t.to(dev, torch.float32) / float(self.schedule.in_std[step])
+        x = self.schedule.scale_input(z_t.to(dev, torch.float32), step)
         t = torch.full((x.shape[0],), step, dtype=torch.int64, device=dev)
         with self._autocast():
             x0 = self.unet(x, t, lq.to(dev, torch.float32), None if noise is None else noise.to(dev, torch.float32))

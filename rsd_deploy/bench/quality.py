@@ -17,14 +17,14 @@ import os
 from pathlib import Path
 from typing import Callable, Dict, List
 
-import cv2
 import numpy as np
 import torch
 
 from rsd_deploy import metrics
 from rsd_deploy.errors import ImageIOError, RSDError
 from rsd_deploy.metrics import METRIC_NOTE
-from rsd_deploy.pipeline.image_io import SUPPORTED_EXTENSIONS, image_files, pad_to_multiple
+from rsd_deploy.pipeline.image_io import (SUPPORTED_EXTENSIONS, image_files, pad_to_multiple, read_image,
+                                          to_model_range)
 
 logger = logging.getLogger(__name__)
 
@@ -42,16 +42,17 @@ def list_images(folder: Path) -> List[Path]:
 
 
 def read_rgb(path: Path) -> np.ndarray:
-    """8-bit RGB (H, W, 3) uint8; grey is stacked to 3 channels, alpha dropped."""
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise ImageIOError(f"{path}: cannot be read as an image; check the file")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    """8-bit RGB (H, W, 3) uint8 as rsd-upscale reads it (image_io.read_image: EXIF orientation applied,
+    grey stacked to 3 channels, alpha dropped)."""
+    image = read_image(path)
+    if image.dtype != np.uint8:
+        raise ImageIOError(f"{path}: {image.dtype} image; the quality side compares 8-bit images: convert it")
+    return image.rgb
 
 
 def to_tensor(rgb: np.ndarray) -> torch.Tensor:
-    """(H, W, 3) uint8 -> (1, 3, H, W) float32 in [-1, 1]."""
-    return torch.from_numpy(rgb).permute(2, 0, 1)[None].float().div(127.5).sub(1.0)
+    """(H, W, 3) uint8 -> (1, 3, H, W) float32 in [-1, 1] (image_io.to_model_range, as rsd-upscale)."""
+    return torch.from_numpy(to_model_range(rgb)).permute(2, 0, 1)[None].contiguous()
 
 
 def to_uint8(img: torch.Tensor) -> np.ndarray:

@@ -37,6 +37,8 @@ logger = logging.getLogger(__name__)
 PathLike = Union[str, Path]
 PLATFORMS = ("auto", "tensorrt_plan", "onnxruntime_onnx")
 INSTANCE_KINDS = ("KIND_GPU", "KIND_CPU", "KIND_AUTO")
+#: rsd_deploy/pixels.py: Triton's Python may lack torch and rsd_deploy, so the models import this copy
+PIXELS_SOURCE = Path(__file__).resolve().parents[1] / "pixels.py"
 _PYTHON_MODELS = {"preprocess": "preprocess_model.py", "prior": "prior_model.py", "postprocess": "postprocess_model.py"}
 
 
@@ -313,6 +315,7 @@ def write_model_repository(export_dir: PathLike, triton_dir: PathLike, options: 
             version = staging / names[role] / "1"
             version.mkdir(parents=True)
             shutil.copy2(here / source, version / "model.py")
+            shutil.copy2(PIXELS_SOURCE, version / "pixels.py")  # numpy-only pixel maths, verbatim
         configs[names["preprocess"]] = _preprocess_config(names["preprocess"], manifest, max_batch, opts)
         configs[names["prior"]] = _prior_config(names["prior"], manifest, max_batch, opts)
         configs[names["postprocess"]] = _postprocess_config(names["postprocess"], manifest, max_batch, opts)

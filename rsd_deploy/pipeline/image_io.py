@@ -25,15 +25,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rsd_deploy import pixels
 from rsd_deploy.errors import ImageIOError, NonFiniteOutputError
 from rsd_deploy.pipeline.image_header import (DEFAULT_MAX_OUTPUT_MEGAPIXELS, check_output_size, encode_png_grey_alpha,
                                               native_stderr_to_debug_log, png_is_grey_alpha, read_file_bytes,
                                               read_header)
+from rsd_deploy.pixels import to_model_range  # noqa: F401 - the pipeline's name for it
 
 logger = logging.getLogger(__name__)
 
 SUPPORTED_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
-_MAX_VALUE = {np.dtype(np.uint8): 255, np.dtype(np.uint16): 65535}
+_MAX_VALUE = {np.dtype(np.uint8): pixels.max_value(np.uint8), np.dtype(np.uint16): pixels.max_value(np.uint16)}
 _EXIF_ORIENTATION_TAG = 0x0112
 # ITU-R BT.601 luma, the weights cv2.cvtColor(RGB2GRAY) uses
 _LUMA_RGB = np.array([0.299, 0.587, 0.114], np.float32)
@@ -182,27 +184,15 @@ def _first_line(error: BaseException) -> str:
     return lines[-1] if lines else type(error).__name__
 
 
-def to_model_range(pixels: np.ndarray) -> np.ndarray:
-    """uint8/uint16 (..., 3) -> float32 in [-1, 1] as upstream: ``(x / max - 0.5) / 0.5``; float32 passes through."""
-    if pixels.dtype == np.float32:
-        return np.ascontiguousarray(pixels)  # torch.from_numpy rejects negative strides
-    unit = pixels.astype(np.float32) / np.float32(_MAX_VALUE[pixels.dtype])
-    return (unit - np.float32(0.5)) / np.float32(0.5)
-
-
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Pad (B, C, h, w) at the bottom and right to multiples of ``multiple``.
-
-    Reflect (the official choice) per axis where it is defined (pad < side); replicate where it is
-    not (sides < pad + 1, e.g. a 7-px side padded to 16), so every size works.
-    """
+    """Pad (B, C, h, w) at the bottom and right to multiples of ``multiple`` by the one rule,
+    ``rsd_deploy.pixels.pad_to_multiple`` (reflect per axis where pad < side, else replicate); the
+    result is on ``x``'s device (LR images are small: the padding itself runs on the host)."""
     h, w = x.shape[-2:]
-    pad_h, pad_w = (-h) % multiple, (-w) % multiple
-    if pad_w:
-        x = F.pad(x, (0, pad_w, 0, 0), mode="reflect" if pad_w < w else "replicate")
-    if pad_h:
-        x = F.pad(x, (0, 0, 0, pad_h), mode="reflect" if pad_h < h else "replicate")
-    return x
+    if not ((-h) % multiple or (-w) % multiple):
+        return x
+    padded = pixels.pad_to_multiple(x.detach().cpu().numpy(), multiple)
+    return torch.from_numpy(np.ascontiguousarray(padded)).to(x.device)
 
 
 def bicubic_x4(lq: torch.Tensor) -> torch.Tensor:
@@ -229,7 +219,7 @@ class SRCanvas:
             self.pixels[:, :, -1] = upscale_alpha(lr.alpha, scale)
 
     def write_rows(self, y0: int, rows_rgb: np.ndarray) -> None:
-        """Store SR rows: float32 (n, W, 3) RGB in about [-1, 1] -> clamp -> round -> file layout.
+        """Store SR rows: float32 (n, W, 3) RGB in about [-1, 1] -> clamp -> round (pixels.quantize) -> file layout.
 
         NaN/Inf rows raise NonFiniteOutputError: clamping would turn them into a silently black image."""
         finite = np.isfinite(rows_rgb)
@@ -239,13 +229,10 @@ class SRCanvas:
                 f"{self.path}: the network produced NaN/Inf ({bad} of {finite.size} values in output rows "
                 f"{y0}-{y0 + rows_rgb.shape[0] - 1}); with --precision fp16 that is an fp16 overflow: use --precision "
                 f"fp32 or bf16; otherwise the weights overflow: use another checkpoint")
-        unit = np.clip(rows_rgb, -1.0, 1.0, out=rows_rgb)  # in place: the rows are ours (see RowSink)
-        unit *= np.float32(0.5)
-        unit += np.float32(0.5)
+        rows = np.clip(rows_rgb, -1.0, 1.0, out=rows_rgb)  # in place: the rows are ours (see RowSink)
         if self.grayscale:
-            unit = unit @ _LUMA_RGB
-        unit *= np.float32(self.max_value)
-        values = np.rint(unit, out=unit).astype(self.dtype)
+            rows = rows @ _LUMA_RGB  # luma of model-range RGB: the weights sum to 1
+        values = pixels.quantize(rows, self.max_value, self.dtype, inplace=True)  # as metrics.to_uint8
         n = values.shape[0]
         if self.pixels.ndim == 2:
             self.pixels[y0:y0 + n] = values

@@ -39,7 +39,7 @@ def test_image_folder_errors(tmp_path, shared_dir):
         list_images(tmp_path)
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not a png")
-    with pytest.raises(ImageIOError, match="cannot be read"):
+    with pytest.raises(ImageIOError, match="cannot decode image"):
         read_rgb(bad)
     lq = list_images(shared_dir / "data" / "imagenet_val_sr" / "lq")
     assert read_rgb(lq[0]).shape == (64, 64, 3)

@@ -319,3 +319,32 @@ def test_pbtxt_writer_escapes_and_nests():
                      "parameters": [{"key": "k", "value": {"string_value": "v\\w"}}]})
     c = text_format.Parse(text, pb2.ModelConfig())
     assert c.name == 'a"b' and list(c.input[0].dims) == [3, -1] and c.parameters["k"].string_value == "v\\w"
+
+
+def test_python_models_run_from_the_repository_without_rsd_deploy(repo):
+    """Triton's Python may have neither torch nor rsd_deploy: each Python model folder holds a verbatim
+    copy of rsd_deploy/pixels.py, and model.py imports it when the package is absent."""
+    import subprocess
+
+    import rsd_deploy.pixels
+
+    source = Path(rsd_deploy.pixels.__file__).read_bytes()
+    for name in ("rsd_preprocess", "rsd_postprocess"):
+        assert (repo / name / "1" / "pixels.py").read_bytes() == source
+    rgb = np.random.default_rng(4).integers(0, 256, size=(21, 13, 3), dtype=np.uint8)
+    want = preprocess_model.preprocess(rgb, 7, latent_multiple=16, sf=4, cubic_a=-0.75, noise_channels=1)
+    script = (
+        "import importlib.util, sys, numpy as np\n"
+        "sys.modules['rsd_deploy'] = None  # as in a Triton image without the package\n"
+        f"spec = importlib.util.spec_from_file_location('m', {str(repo / 'rsd_preprocess' / '1' / 'model.py')!r})\n"
+        "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
+        "assert m.pixels.__file__.endswith('rsd_preprocess/1/pixels.py'), m.pixels.__file__\n"
+        "rgb = np.random.default_rng(4).integers(0, 256, size=(21, 13, 3), dtype=np.uint8)\n"
+        "out = m.preprocess(rgb, 7, latent_multiple=16, sf=4, cubic_a=-0.75, noise_channels=1)\n"
+        "np.savez(sys.argv[1], **out)\n")
+    out_file = repo.parent / "pre.npz"
+    proc = subprocess.run([sys.executable, "-c", script, str(out_file)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    got = np.load(out_file)
+    for key, value in want.items():
+        np.testing.assert_array_equal(got[key], value)

@@ -5,15 +5,22 @@ Per request: SR (3, sf*hp, sf*wp) float32 and orig_size (H, W) -> crop to (sf*H,
 Parameters (config.pbtxt): sf.
 """
 import json
+import os
+import sys
 
 import numpy as np
+
+try:  # inside the rsd-deploy package (tests, tools)
+    from rsd_deploy import pixels
+except ImportError:  # a Triton model repository: rsd-export --triton writes the verbatim copy beside this file
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import pixels
 
 
 def postprocess(sr_chw: np.ndarray, orig_size: np.ndarray, sf: int) -> np.ndarray:
     """(3, sf*hp, sf*wp) float32 -> (sf*H, sf*W, 3) uint8."""
-    h, w = int(orig_size[0]) * sf, int(orig_size[1]) * sf
-    unit = np.clip(sr_chw[:, :h, :w], -1.0, 1.0) * np.float32(0.5) + np.float32(0.5)
-    return np.ascontiguousarray(np.rint(unit * np.float32(255)).astype(np.uint8).transpose(1, 2, 0))
+    sr = pixels.crop(sr_chw, int(orig_size[0]), int(orig_size[1]), sf)
+    return np.ascontiguousarray(pixels.quantize(sr, 255, np.uint8).transpose(1, 2, 0))
 
 
 class TritonPythonModel:

@@ -11,67 +11,28 @@ not the same numbers as the rsd-deploy Python pipeline's position-keyed noise.
 Parameters (config.pbtxt): latent_multiple, sf, cubic_a, noise_channels.
 """
 import json
+import os
+import sys
 
 import numpy as np
 
-def to_model_range(rgb_u8: np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8 -> (3, H, W) float32 (x / 255 - 0.5) / 0.5, as rsd_deploy.pipeline.image_io."""
-    unit = rgb_u8.astype(np.float32) / np.float32(255)
-    return np.ascontiguousarray(((unit - np.float32(0.5)) / np.float32(0.5)).transpose(2, 0, 1))
-
-
-def pad_to_multiple(chw: np.ndarray, multiple: int) -> np.ndarray:
-    """Pad bottom/right of (C, H, W) to multiples; reflect per axis where pad < side, else replicate."""
-    _, h, w = chw.shape
-    pad_h, pad_w = (-h) % multiple, (-w) % multiple
-    if pad_w:
-        chw = np.pad(chw, ((0, 0), (0, 0), (0, pad_w)), mode="reflect" if pad_w < w else "edge")
-    if pad_h:
-        chw = np.pad(chw, ((0, 0), (0, pad_h), (0, 0)), mode="reflect" if pad_h < h else "edge")
-    return chw
-
-
-def _cubic_matrix(in_size: int, factor: int, a: float) -> np.ndarray:
-    """(in*factor, in) float32 interpolation matrix of PyTorch's bicubic upsampling along one axis."""
-    out_size = in_size * factor
-    dst = np.arange(out_size, dtype=np.float32)
-    real = np.float32(1.0 / factor) * (dst + np.float32(0.5)) - np.float32(0.5)  # no clamp for cubic
-    i0 = np.floor(real)
-    t = (real - i0).astype(np.float32)
-    a32 = np.float32(a)
-
-    def near(x):  # |x| <= 1
-        return ((a32 + 2) * x - (a32 + 3)) * x * x + 1
-
-    def far(x):  # 1 < |x| < 2
-        return ((a32 * x - 5 * a32) * x + 8 * a32) * x - 4 * a32
-
-    weights = np.stack([far(t + 1), near(t), near(1 - t), far(2 - t)], axis=1).astype(np.float32)
-    matrix = np.zeros((out_size, in_size), np.float32)
-    for k in range(4):
-        idx = np.clip(i0.astype(np.int64) - 1 + k, 0, in_size - 1)
-        np.add.at(matrix, (np.arange(out_size), idx), weights[:, k])
-    return matrix
-
-
-def bicubic_upsample(chw: np.ndarray, factor: int, a: float = -0.75) -> np.ndarray:
-    """(C, H, W) float32 -> (C, H*factor, W*factor), PyTorch bicubic (align_corners=False, no clamp)."""
-    _, h, w = chw.shape
-    my, mx = _cubic_matrix(h, factor, a), _cubic_matrix(w, factor, a)
-    return np.ascontiguousarray(np.einsum("oh,chw,pw->cop", my, chw.astype(np.float32), mx, optimize=True),
-                                dtype=np.float32)
-
+try:  # inside the rsd-deploy package (tests, tools)
+    from rsd_deploy import pixels
+except ImportError:  # a Triton model repository: rsd-export --triton writes the verbatim copy beside this file
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import pixels
 
 def preprocess(rgb_u8: np.ndarray, seed: int, *, latent_multiple: int, sf: int, cubic_a: float,
                noise_channels: int) -> dict:
     """One image -> {lq, image, prior_noise, noise?, orig_size} (no batch axis)."""
     if rgb_u8.ndim != 3 or rgb_u8.shape[2] != 3 or rgb_u8.dtype != np.uint8:
         raise ValueError(f"LR_IMAGE must be (H, W, 3) uint8 RGB; got {rgb_u8.shape} {rgb_u8.dtype}")
-    lq = pad_to_multiple(to_model_range(rgb_u8), latent_multiple)
+    lq = pixels.pad_to_multiple(np.ascontiguousarray(pixels.to_model_range(rgb_u8).transpose(2, 0, 1)),
+                                latent_multiple)
     rng = np.random.default_rng(int(seed))
     out = {
         "lq": lq,
-        "image": bicubic_upsample(lq, sf, cubic_a),
+        "image": pixels.bicubic_upsample(lq, sf, cubic_a),
         "prior_noise": rng.standard_normal((3,) + lq.shape[1:], dtype=np.float32),
         "orig_size": np.array(rgb_u8.shape[:2], np.int32),
     }
