@@ -1,6 +1,8 @@
 """Timer: percentiles, warm-up and repeats, synchronisation around every timed run, stage accounting."""
 from __future__ import annotations
 
+import mmap
+
 import numpy as np
 import pytest
 
@@ -81,6 +83,9 @@ def test_host_memory_peak_sees_an_allocation():
     mem = HostMemory()
     mem.reset_peak()
     before = mem.peak_mib()
-    block = np.ones(40 * 2**20 // 8)  # 40 MiB, touched
+    # fresh anonymous pages, touched: a numpy array could reuse freed, still-resident heap (the CLI's
+    # reuse_freed_memory() mallopt keeps freed memory), which would not raise the peak at all
+    block = mmap.mmap(-1, 40 * 2**20)
+    block.write(b"\x01" * len(block))
     assert mem.peak_mib() >= before + 30 or not mem.resettable
-    del block
+    block.close()
