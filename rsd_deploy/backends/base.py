@@ -69,6 +69,7 @@ BACKEND_MODULES: Dict[str, Tuple[str, str]] = {
     "torch": ("torch_backend", "dev"),
     "torch-fast": ("fast_torch_backend", "dev"),
     "onnxruntime": ("ort_backend", "onnx"),
+    "openvino": ("openvino_backend", "openvino"),
     "tensorrt": ("trt_backend", "trt"),
 }
 
@@ -115,7 +116,7 @@ def backend_options(name: str, **fields: Any) -> Any:
 
 
 def create_backend(name: str, options: Any = None, **fields: Any) -> Backend:
-    """Create backend ``name`` ('torch', 'torch-fast', 'onnxruntime', 'tensorrt', ...) from its
+    """Create backend ``name`` ('torch', 'torch-fast', 'onnxruntime', 'openvino', 'tensorrt', ...) from its
     options dataclass, or from keyword fields of it."""
     cls = backend_class(name)
     if options is None:

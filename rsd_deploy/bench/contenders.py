@@ -59,8 +59,8 @@ class BackendVariant:
     """A runtime + precision + device, e.g. ``torch-fp32`` on cpu or ``ort-int8``.
 
     runtime: ``torch`` (eager, the pipeline's backend), ``torch-fast`` (backends/fast_torch_backend.py:
-    low-precision weights, channels-last, CUDA graphs per shape), ``torch-compile`` (the same plus
-    torch.compile of each network), ``onnxruntime`` or ``tensorrt``.
+    low-precision weights, channels-last, CUDA graphs per shape on CUDA), ``torch-compile`` (the same
+    plus torch.compile of each network; CPU too), ``onnxruntime``, ``openvino`` or ``tensorrt``.
     """
 
     key: str
@@ -75,15 +75,22 @@ class BackendVariant:
 
 
 _RUNTIME_OF = {"torch": "torch", "torch-fast": "torch-fast", "torch-compile": "torch-compile", "ort": "onnxruntime",
-               "trt": "tensorrt"}
+               "ov": "openvino", "trt": "tensorrt"}
 
 
 def parse_backend_variant(key: str, device: str) -> BackendVariant:
     """``torch-fp32``, ``torch-bf16``, ``torch-fp16``, ``torch-fast-fp16``, ``ort-fp32``, ``ort-fp16``,
-    ``ort-int8``, ``ort-cuda-fp16``, ``ort-trt-fp16``, ``trt-fp16`` ... -> BackendVariant."""
+    ``ort-int8``, ``ov-fp32``, ``ov-bf16``, ``ov-int8``, ``ort-cuda-fp16``, ``ort-trt-fp16``, ``trt-fp16`` ...
+    -> BackendVariant. ``<runtime>-auto`` becomes the precision ``--precision auto`` picks for that runtime
+    on ``device`` (capabilities.auto_precision), e.g. ``torch-auto`` -> ``torch-bf16`` on a bf16 CPU."""
     parts = key.split("-")
     precision = parts[-1]
     prefix = "-".join(parts[:-1])
+    if precision == "auto" and prefix in _RUNTIME_OF:
+        from rsd_deploy.backends.capabilities import auto_precision
+
+        precision = auto_precision(_RUNTIME_OF[prefix], device)[0]
+        key = f"{prefix}-{precision}"
     provider = None
     if prefix in ("ort-cuda", "ort-trt"):
         provider = {"ort-cuda": "CUDAExecutionProvider", "ort-trt": "TensorrtExecutionProvider"}[prefix]
@@ -91,11 +98,14 @@ def parse_backend_variant(key: str, device: str) -> BackendVariant:
     elif prefix == "ort":
         provider = "CPUExecutionProvider" if device == "cpu" else "CUDAExecutionProvider"
     if prefix not in _RUNTIME_OF or precision not in ("fp32", "fp16", "bf16", "int8"):
-        raise ConfigError(f"unknown backend {key!r}; use <torch|torch-fast|torch-compile|ort|ort-cuda|ort-trt|trt>-"
-                       f"<fp32|fp16|bf16|int8>")
+        raise ConfigError(f"unknown backend {key!r}; use <torch|torch-fast|torch-compile|ort|ort-cuda|ort-trt|ov|trt>-"
+                       f"<auto|fp32|fp16|bf16|int8>")
     runtime = _RUNTIME_OF[prefix]
     if runtime.startswith("torch") and precision == "int8":
-        raise ConfigError(f"backend {key!r}: PyTorch runs fp32, fp16 or bf16; int8 is ONNX Runtime / TensorRT only")
+        raise ConfigError(f"backend {key!r}: PyTorch runs fp32, fp16 or bf16; int8 is ONNX Runtime / OpenVINO / "
+                       f"TensorRT only")
+    if runtime == "openvino" and precision == "fp16":
+        raise ConfigError(f"backend {key!r}: OpenVINO on the CPU runs fp32, bf16 or int8")
     return BackendVariant(key=key, runtime=runtime, precision=precision, device=device, provider=provider)
 
 
@@ -105,8 +115,18 @@ def unavailable_reason(variant: BackendVariant) -> Optional[str]:
         return "no CUDA device"
     if variant.runtime == "torch" and variant.precision == "fp16" and variant.device == "cpu":
         return "fp16 only on CUDA (CPU half kernels are slow reference code)"
-    if variant.runtime in ("torch-fast", "torch-compile") and not variant.device.startswith("cuda"):
-        return "the fast path (CUDA graphs) needs CUDA"
+    if variant.runtime == "torch-fast" and not variant.device.startswith("cuda"):
+        return "the fast path (CUDA graphs) needs CUDA; on the CPU use torch-bf16 (channels-last) or torch-compile"
+    if variant.precision == "bf16" and not variant.device.startswith("cuda"):
+        from rsd_deploy.backends.capabilities import cpu_has_bf16
+
+        if not cpu_has_bf16():
+            return "this CPU has no native bf16 (AVX512-BF16/AMX-BF16)"
+    if variant.runtime == "openvino":
+        try:
+            import openvino  # noqa: F401
+        except ImportError:
+            return "openvino not installed (pip install rsd-deploy[openvino])"
     if variant.runtime == "onnxruntime":
         try:
             import onnxruntime as ort

@@ -154,7 +154,10 @@ def default_backend_factory(variant: BackendVariant, contender: Contender, model
         return create_backend("torch", unet=unet, vq=vq, schedule=schedule, device=variant.device,
                               precision=variant.precision)
     if variant.runtime in ("torch-fast", "torch-compile"):
-        compile_mode = "max-autotune-no-cudagraphs" if variant.runtime == "torch-compile" else None
+        on_cuda = variant.device.startswith("cuda")
+        # on the CPU inductor's default mode: max-autotune benchmarks GEMM templates for minutes on two cores
+        compile_mode = ("max-autotune-no-cudagraphs" if on_cuda else "default") \
+            if variant.runtime == "torch-compile" else None
         return create_backend("torch-fast", unet=unet, vq=vq, schedule=schedule, device=variant.device,
                               precision=variant.precision, compile_mode=compile_mode)
     if variant.runtime == "onnxruntime":
@@ -166,6 +169,10 @@ def default_backend_factory(variant: BackendVariant, contender: Contender, model
         # same thread count as torch when --threads is given, so the runtimes compete fairly
         return create_backend("onnxruntime", export_dir=str(onnx_dir), precision=variant.precision,
                               device=ort_device, intra_op_threads=config.threads)
+    if variant.runtime == "openvino":
+        onnx_dir = _onnx_graphs(contender, models, schedule, variant.precision, config, workdir)
+        return create_backend("openvino", export_dir=str(onnx_dir), precision=variant.precision, device="cpu",
+                              threads=config.threads, cache_dir=workdir / "ov-cache")
     if variant.runtime == "tensorrt":
         if not config.engine_dir:
             raise RSDError("TensorRT needs prebuilt engines: pass --engine DIR (an rsd-export folder with engines)")
@@ -178,7 +185,9 @@ def default_backend_factory(variant: BackendVariant, contender: Contender, model
 
 
 def _ort_precisions(config: BenchConfig) -> List[str]:
-    return sorted({b.rsplit("-", 1)[1] for b in config.backends if b.startswith("ort")} | {"fp32"})
+    """ONNX graph precisions the run needs (OpenVINO bf16 compiles the fp32 graphs)."""
+    wanted = {b.rsplit("-", 1)[1] for b in config.backends if b.startswith(("ort", "ov-"))}
+    return sorted((wanted - {"bf16", "auto"}) | {"fp32"})
 
 
 def _onnx_graphs(contender: Contender, models: ModelSet, schedule, precision: str, config: BenchConfig,

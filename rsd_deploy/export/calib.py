@@ -1,8 +1,10 @@
 """Real-image data for INT8 calibration and accuracy reports.
 
-LR crops come from image folders (default: ``shared/data/imagenet_val_sr/lq`` and crops of
-``shared/data/realset65``). Each graph is calibrated on the inputs it really sees in the pipeline:
-the encoder on bicubic-x4 LR crops, the denoiser on the prior sample over the fp32 encoder's z_y (real prior noise)
+INT8 calibration (default) uses LR crops made from the training photos ``shared/data/hr_photos``
+(an HR crop 4x the LR size, area-downscaled x4): never the test sets. The accuracy report (an
+evaluation) uses ``shared/data/imagenet_val_sr/lq`` and crops of ``shared/data/realset65``. Each graph
+is calibrated on the inputs it really sees in the pipeline: the encoder on bicubic-x4 LR crops, the
+denoiser on the prior sample over the fp32 encoder's z_y (real prior noise)
 (and the RSD noise map) and the LR crop, the decoder on the fp32 denoiser's x0.
 """
 from __future__ import annotations
@@ -39,6 +41,14 @@ def default_calibration_dirs() -> List[Path]:
     if data is None:
         return []
     return [d for d in (data / "imagenet_val_sr" / "lq", data / "realset65") if d.is_dir()]
+
+
+def default_hr_calibration_dir() -> Optional[Path]:
+    """``shared/data/hr_photos`` (the training set) if present: the default INT8 calibration source."""
+    data = shared_data_dir()
+    if data is None or not (data / "hr_photos").is_dir():
+        return None
+    return data / "hr_photos"
 
 
 def list_images(folder: Path) -> List[Path]:
@@ -79,6 +89,37 @@ def lr_crops(folders: Sequence[Path], size: int, count: int, seed: int = 0) -> L
     if not crops:
         raise ConfigError(f"no image of at least {size}x{size} px in {', '.join(map(str, folders))}; "
                           f"add larger images or lower --opt-shape")
+    return crops
+
+
+def hr_lr_crops(folder: Path, size: int, count: int, seed: int = 0, scale: int = 4) -> List[np.ndarray]:
+    """``count`` LR crops (1, 3, size, size) float32 in [-1, 1] made from HR photos: one random
+    ``scale * size`` crop per image (round-robin over the images, as many passes as needed), area-downscaled
+    x``scale`` (the clean LR a camera at 1/scale resolution would see). Only one photo is decoded at a time."""
+    import cv2
+
+    files = list_images(Path(folder))
+    rng = np.random.default_rng(seed)
+    hr = scale * size
+    crops: List[np.ndarray] = []
+    usable = list(files)
+    while len(crops) < count and usable:
+        for path in list(usable):
+            if len(crops) >= count:
+                break
+            img = read_rgb_float(path)
+            h, w = img.shape[:2]
+            if h < hr or w < hr:
+                usable.remove(path)
+                continue
+            y = int(rng.integers(0, h - hr + 1))
+            x = int(rng.integers(0, w - hr + 1))
+            lr = cv2.resize(img[y:y + hr, x:x + hr], (size, size), interpolation=cv2.INTER_AREA)
+            crops.append(np.ascontiguousarray((lr * 2.0 - 1.0).transpose(2, 0, 1)[None]).astype(np.float32))
+            del img
+    if not crops:
+        raise ConfigError(f"no image of at least {hr}x{hr} px in {folder}; add larger photos or pass --calib DIR "
+                          f"with LR images")
     return crops
 
 

@@ -201,11 +201,23 @@ def export_models(config: ExportConfig) -> ExportResult:
     # real images first: a missing calibration folder fails before minutes of export work
     folders = [Path(p) for p in config.calib_dirs] or calib.default_calibration_dirs()
     lr_size = export_shape[1]
-    n_cal = config.calib_count if config.int8 else 0
+    # --calib DIR: calibration and accuracy crops both from there (the user's images); default: calibration
+    # from the training photos (hr_photos, downscaled), accuracy from the test sets (evaluation only)
+    n_cal = config.calib_count if config.int8 and config.calib_dirs else 0
+    hr_calib: List[np.ndarray] = []
+    calib_info: Dict[str, Any] = {"folders": [str(f) for f in folders], "lr_crop": lr_size, "source": "LR crops"}
+    if config.int8 and not config.calib_dirs:
+        hr_dir = calib.default_hr_calibration_dir()
+        if hr_dir is None:
+            raise ConfigError("INT8 calibration needs real images: shared/data/hr_photos was not found; pass --calib "
+                              "DIR with LR images")
+        hr_calib = calib.hr_lr_crops(hr_dir, lr_size, config.calib_count, seed=config.seed)
+        calib_info = {"folders": [str(hr_dir)], "lr_crop": lr_size,
+                      "source": "x4 area-downscaled HR crops of the training photos (never the test sets)"}
     if folders:
         crops = calib.lr_crops(folders, lr_size, n_cal + config.accuracy_count, seed=config.seed)
         image_names = [f"real crop {i} ({', '.join(f.name for f in folders)})" for i in range(len(crops))][n_cal:]
-    elif config.int8:
+    elif config.int8 and config.calib_dirs:
         raise ConfigError("INT8 calibration needs real images: shared/data was not found; pass --calib DIR with LR images")
     else:
         logger.warning("no real images (shared/data not found, no --calib): the accuracy report uses synthetic "
@@ -214,7 +226,7 @@ def export_models(config: ExportConfig) -> ExportResult:
         image_names = [f"synthetic {i}" for i in range(len(crops))]
     if len(crops) <= n_cal:
         raise ConfigError(f"need at least {n_cal + 1} images of >= {lr_size} px in {', '.join(map(str, folders))}")
-    accuracy_crops, calib_crops = crops[n_cal:], crops[:n_cal]
+    accuracy_crops, calib_crops = crops[n_cal:], (crops[:n_cal] if n_cal else hr_calib)
 
     out_dir = Path(config.out_dir)
     created_out_dir = not out_dir.exists()
@@ -260,7 +272,7 @@ def export_models(config: ExportConfig) -> ExportResult:
         bar.update()
         if config.int8:
             cal = calib.reference_samples(modules, calib_crops, noise_channels, seed=config.seed + 1)
-            info = {"folders": [str(f) for f in folders], "lr_crop": lr_size}
+            info = calib_info
             for name in SUBMODELS:
                 if name not in config.int8_graphs:
                     fp32_file, fp32_ext, _ = files[name]["fp32"]

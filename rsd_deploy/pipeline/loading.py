@@ -15,6 +15,9 @@ from rsd_deploy.types import ModelInfo, ModelKind
 
 logger = logging.getLogger(__name__)
 
+#: runtimes that run the ONNX graphs of an export folder (--onnx DIR --runtime NAME); the first is the default
+ONNX_RUNTIMES = ("onnxruntime", "openvino")
+
 
 @dataclass(frozen=True)
 class ModelSource:
@@ -32,9 +35,18 @@ class ModelSource:
     onnx_dir: Optional[Path] = None
     engine_dir: Optional[Path] = None
     device: Optional[str] = None
-    precision: str = "fp32"
+    precision: str = "fp32"  # fp32 | fp16 | bf16 | int8 | auto (resolve_precision)
+    runtime: Optional[str] = None  # for onnx_dir: onnxruntime (default) | openvino
+    threads: Optional[int] = None  # CPU threads of the runtime (None: its default)
 
     def validate(self) -> None:
+        if self.runtime is not None and self.runtime not in ONNX_RUNTIMES:
+            raise ConfigError(f"unknown --runtime {self.runtime!r}; choose one of {', '.join(ONNX_RUNTIMES)}")
+        if self.precision == "int8" and self.onnx_dir is None and self.engine_dir is None:
+            raise ConfigError("--precision int8 runs exported Q/DQ graphs: pass --onnx DIR (from rsd-export --int8) "
+                              "or --engine DIR; PyTorch runs fp32, bf16 or fp16")
+        if self.runtime is not None and self.onnx_dir is None:
+            raise ConfigError(f"--runtime {self.runtime} runs exported ONNX graphs; pass --onnx DIR too")
         runtimes = [n for n, v in (("--onnx", self.onnx_dir), ("--engine", self.engine_dir)) if v is not None]
         if len(runtimes) > 1:
             raise ConfigError("--onnx and --engine exclude each other; pick one runtime")
@@ -103,12 +115,30 @@ def load_torch_models(source: ModelSource) -> Tuple[Any, Any, ModelKind, str]:
     return unet, vq, kind, label
 
 
+def resolve_precision(precision: str, runtime: str, device: str) -> str:
+    """``auto`` -> the fastest precision ``runtime`` runs natively on ``device`` (capabilities.auto_precision),
+    logged with the reason; any other value is returned as is."""
+    if precision != "auto":
+        return precision
+    from rsd_deploy.backends.capabilities import auto_precision
+
+    chosen, why = auto_precision(runtime, device)
+    logger.info("precision auto -> %s on %s %s (%s)", chosen, runtime, device, why)
+    return chosen
+
+
 def _runtime_backend(name: str, folder: Path, source: ModelSource) -> Tuple[Backend, ModelInfo]:
-    """ONNX Runtime / TensorRT: the backend is created from its folder and must expose
+    """ONNX Runtime / OpenVINO / TensorRT: the backend is created from its folder and must expose
     ``model_info`` (a ModelInfo read from the export manifest)."""
+    device = source.device or default_device()
+    if name == "openvino" and device == "cuda":
+        device = "cpu"  # OpenVINO runs on Intel devices; the CUDA default does not apply to it
+    precision = resolve_precision(source.precision, name, device)
+    options = {}
+    if source.threads:
+        options["threads" if name == "openvino" else "intra_op_threads"] = source.threads
     try:
-        backend = create_backend(name, model_dir=folder, device=source.device or default_device(),
-                                 precision=source.precision)
+        backend = create_backend(name, model_dir=folder, device=device, precision=precision, **options)
     except ModuleNotFoundError as e:
         raise BackendUnavailableError(f"the {name} backend is not available in this install ({e}); "
                                       f"install the extra it needs or use the torch backend") from None
@@ -125,13 +155,18 @@ def resolve_backend(source: ModelSource) -> Tuple[Backend, ModelInfo]:
 
     source.validate()
     if source.onnx_dir is not None:
-        return _runtime_backend("onnxruntime", source.onnx_dir, source)
+        return _runtime_backend(source.runtime or ONNX_RUNTIMES[0], source.onnx_dir, source)
     if source.engine_dir is not None:
         return _runtime_backend("tensorrt", source.engine_dir, source)
     unet, vq, kind, label = load_torch_models(source)
     schedule = Schedule.preset(kind.schedule_preset)
-    backend = create_backend("torch", unet=unet, vq=vq, schedule=schedule,
-                             device=source.device or default_device(), precision=source.precision)
+    device = source.device or default_device()
+    if source.threads:
+        import torch
+
+        torch.set_num_threads(int(source.threads))
+    backend = create_backend("torch", unet=unet, vq=vq, schedule=schedule, device=device,
+                             precision=resolve_precision(source.precision, "torch", device))
     info = ModelInfo(kind=kind, schedule=schedule, input_multiple=int(unet.config.input_multiple),
                      noise_channels=int(unet.config.noise_channels), label=label)
     return backend, info

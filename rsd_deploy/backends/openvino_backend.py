@@ -1,0 +1,346 @@
+"""OpenVINO backend: runs the ONNX graphs of an ``rsd-export`` folder with Intel's OpenVINO runtime.
+
+OpenVINO reads our ONNX graphs directly (no conversion step) and on CPUs with AVX512-BF16 / AMX runs
+them in bf16 through its inference-precision hint, and the INT8 Q/DQ graphs with int8 kernels.
+
+Precision (``precision``):
+
+* ``fp32``: ``INFERENCE_PRECISION_HINT=f32`` (OpenVINO's CPU default is bf16 where the CPU has it, so
+  fp32 must be asked for).
+* ``bf16``: ``INFERENCE_PRECISION_HINT=bf16`` on CPUs with native bf16 (see ``capabilities``); refused
+  elsewhere (emulated bf16 is slower than fp32). bf16 over the whole decoder flipped VQ codes (max abs
+  error 0.54 in the image), so the decoder graph is cut after its VQ quantiser (distances, ArgMin,
+  codebook Gather: ``split_at_quantizer``) and the quantiser part is compiled fp32. The runtime
+  attribute ``disable_fp16_compression`` on those ops was tried first: the CPU plugin ran them in bf16
+  regardless (OpenVINO 2026.4).
+* ``int8``: the folder's int8 (Q/DQ) graphs; float ops run at fp32, the quantiser cut off the same way.
+
+Compiled models are cached on disk (``cache_dir``; OpenVINO's ``CACHE_DIR``), so a second process does
+not recompile; a cache entry that cannot be read is dropped and rebuilt with one warning line.
+``hint``: ``latency`` (one request at a time, the pipeline's use) or ``throughput``; ``threads``:
+``INFERENCE_NUM_THREADS`` (None: OpenVINO's default, all cores).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union
+
+import numpy as np
+import torch
+
+from rsd_deploy.backends.base import Backend, register_backend
+from rsd_deploy.errors import BackendUnavailableError, ConfigError, ShapeError
+
+logger = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "bf16", "int8")
+HINTS = ("latency", "throughput")
+INSTALL_HINT = "pip install rsd-deploy[openvino]"
+#: node-name prefixes (ONNX node names, kept by OpenVINO as friendly names) that must run in fp32
+PRECISE_PREFIXES = ("/quantize/", "/vq/quantize/")
+
+
+def import_openvino() -> Any:
+    """The ``openvino`` module, or BackendUnavailableError with the install line."""
+    try:
+        import openvino
+    except ImportError:
+        raise BackendUnavailableError(f"the openvino backend needs the package 'openvino'; install it with "
+                                      f"{INSTALL_HINT}") from None
+    return openvino
+
+
+def default_cache_dir() -> Path:
+    """``$RSD_DEPLOY_CACHE`` or ``$XDG_CACHE_HOME/rsd-deploy`` (``~/.cache/rsd-deploy``), ``/openvino``."""
+    root = os.environ.get("RSD_DEPLOY_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "rsd-deploy")
+    return Path(root) / "openvino"
+
+
+@dataclass(frozen=True)
+class OpenVinoOptions:
+    """How the OpenVINO backend compiles the graphs (see the module docstring).
+
+    export_dir: the export folder (``model_dir`` is an alias, as the pipeline loader passes it).
+    precision: fp32 (default), bf16 or int8. device: cpu (default; gpu/npu are OpenVINO's, untested
+    here). threads: INFERENCE_NUM_THREADS (None: all cores). hint: latency (default) or throughput.
+    cache_dir / use_cache: OpenVINO's on-disk model cache (default ``default_cache_dir()``).
+    precise_quantizer: compile the decoder's VQ quantiser fp32 (default True; False only to measure).
+    verify_files: check every graph's sha256 against the manifest (default True).
+    """
+
+    export_dir: Optional[Union[str, Path]] = None
+    model_dir: Optional[Union[str, Path]] = None
+    precision: str = "fp32"
+    device: str = "cpu"
+    threads: Optional[int] = None
+    hint: str = "latency"
+    cache_dir: Optional[Path] = None  # None: default_cache_dir()
+    use_cache: bool = True
+    precise_quantizer: bool = True  # False only to measure what bf16 does to the VQ codes
+    verify_files: bool = True
+
+    @property
+    def folder(self) -> Path:
+        folder = self.export_dir if self.export_dir is not None else self.model_dir
+        if folder is None:
+            raise ConfigError("the openvino backend needs the export folder (rsd-upscale --onnx DIR --runtime openvino)")
+        return Path(folder)
+
+    def validate(self) -> None:
+        self.folder  # noqa: B018 - raises without a folder
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"unknown precision {self.precision!r} for OpenVINO; choose one of {', '.join(PRECISIONS)}")
+        if self.hint not in HINTS:
+            raise ConfigError(f"unknown OpenVINO performance hint {self.hint!r}; choose latency or throughput")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads must be >= 1, got {self.threads}")
+        if str(self.device).split(":", 1)[0].lower() not in ("cpu", "gpu", "npu", "auto"):
+            raise ConfigError(f"unknown OpenVINO device {self.device!r}; use cpu (or gpu, npu)")
+
+    @property
+    def ov_device(self) -> str:
+        return str(self.device).upper()
+
+    @property
+    def resolved_cache_dir(self) -> Optional[Path]:
+        if not self.use_cache:
+            return None
+        return default_cache_dir() if self.cache_dir is None else Path(self.cache_dir)
+
+
+def _quantizer_region(model: Any, prefixes=PRECISE_PREFIXES) -> set:
+    """Names of the quantiser's ops: those named with a quantiser prefix and everything they depend on
+    (OpenVINO's decomposition adds unnamed ops, e.g. the TopK behind ArgMin)."""
+    by_name = {op.get_friendly_name(): op for op in model.get_ordered_ops()}
+    stack = [op for name, op in by_name.items() if any(name.startswith(p) for p in prefixes)]
+    region = set()
+    while stack:
+        op = stack.pop()
+        name = op.get_friendly_name()
+        if name in region:
+            continue
+        region.add(name)
+        stack.extend(v.get_node() for v in op.input_values())
+    return region
+
+
+def quantizer_boundary(model: Any, prefixes=PRECISE_PREFIXES) -> List[Any]:
+    """Outputs of the quantiser's (non-constant) ops that ops after it consume: where the graph is cut."""
+    region = _quantizer_region(model, prefixes)
+    outs = []
+    for op in model.get_ordered_ops():
+        if op.get_friendly_name() not in region or op.get_type_name() in ("Constant", "Parameter"):
+            continue
+        for out in op.outputs():
+            if any(t.get_node().get_friendly_name() not in region for t in out.get_target_inputs()):
+                outs.append(out)
+    return outs
+
+
+def split_at_quantizer(core: Any, path: Path) -> Optional[tuple]:
+    """(head, tail) ``ov.Model`` s of a decoder graph cut after its VQ quantiser, or None when the graph has
+    no quantiser. The head (distances, ArgMin, codebook Gather) is compiled fp32, the tail at the inference
+    precision: OpenVINO's CPU plugin ignores ``disable_fp16_compression`` on these ops under a bf16 hint
+    (measured: every quantiser op ran bf16 with or without the mark), so the cut is what keeps them fp32."""
+    import openvino as ov
+    import openvino.opset13 as opset
+
+    head_src = core.read_model(str(path))
+    boundary = quantizer_boundary(head_src)
+    if not boundary:
+        return None
+    head = ov.Model([opset.result(o) for o in boundary], list(head_src.get_parameters()), "decoder_quantizer")
+    tail_src = core.read_model(str(path))
+    tail_boundary = quantizer_boundary(tail_src)
+    region = _quantizer_region(tail_src)
+    params = []
+    for i, out in enumerate(tail_boundary):
+        param = opset.parameter(out.get_partial_shape(), out.get_element_type(), name=f"quantized_{i}")
+        for target in list(out.get_target_inputs()):
+            if target.get_node().get_friendly_name() not in region:
+                target.replace_source_output(param.output(0))
+        params.append(param)
+    tail = ov.Model(tail_src.get_results(), params, "decoder_tail")
+    return head, tail
+
+
+def runtime_precisions(compiled: Any) -> Dict[str, str]:
+    """{executed op name: runtime precision} from a compiled model's execution graph (for checks)."""
+    out = {}
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        rt = op.get_rt_info()
+        value = rt["runtimePrecision"] if "runtimePrecision" in rt else None
+        out[op.get_friendly_name()] = str(value.astype(str)) if hasattr(value, "astype") else str(value)
+    return out
+
+
+@register_backend("openvino")
+class OpenVinoBackend(Backend):
+    """encode / denoise / decode through OpenVINO compiled models of one precision (see OpenVinoOptions)."""
+
+    name = "openvino"
+    Options = OpenVinoOptions
+
+    def __init__(self, options: OpenVinoOptions):
+        options.validate()
+        ov = import_openvino()
+        from rsd_deploy.backends import capabilities
+        from rsd_deploy.export.manifest import read_manifest
+        from rsd_deploy.export.manifest import verify_files as check_files
+
+        self.options = options
+        self.precision = options.precision
+        if options.precision == "bf16" and options.ov_device.startswith("CPU") and not capabilities.cpu_has_bf16():
+            raise BackendUnavailableError("this CPU has no native bf16 (AVX512-BF16 or AMX-BF16): OpenVINO would "
+                                          "emulate it, slower than fp32; use --precision fp32 (or int8)")
+        self.export_dir = options.folder
+        self.manifest = read_manifest(self.export_dir)
+        graphs = self.manifest["graphs"]
+        graph_precision = "int8" if options.precision == "int8" else "fp32"
+        missing = [g for g in ("encoder", "denoiser", "decoder")
+                   if graph_precision not in graphs.get(g, {}).get("variants", {})]
+        if missing:
+            raise ConfigError(f"{self.export_dir} has no {graph_precision} graph for {', '.join(missing)}; re-export "
+                              f"with `rsd-export{' --int8' if graph_precision == 'int8' else ''} -o {self.export_dir}`")
+        if options.verify_files:
+            check_files(self.export_dir, self.manifest, graph_precision)
+        self.core = ov.Core()
+        self._config = self._compile_config(ov)
+        # fp32 needs no cut; on other devices the inference-precision hint differs (not split there)
+        self._split_decoder = (options.precise_quantizer and options.precision != "fp32"
+                               and options.ov_device.startswith("CPU"))
+        self.input_names: Dict[str, List[str]] = {}
+        self.compiled: Dict[str, Any] = {}
+        for g in ("encoder", "denoiser", "decoder"):
+            path = self.export_dir / graphs[g]["variants"][graph_precision]["file"]
+            split = split_at_quantizer(self.core, path) if g == "decoder" and self._split_decoder else None
+            if split is None:
+                self.compiled[g] = self._compile(self.core.read_model(str(path)), self._config)
+            else:  # the quantiser in fp32, the rest at the inference precision
+                head, tail = split
+                self.compiled["quantizer"] = self._compile(head, dict(self._config, INFERENCE_PRECISION_HINT="f32"))
+                self.compiled[g] = self._compile(tail, self._config)
+            self.input_names[g] = [i.get_any_name() for i in self.compiled[g].inputs]
+        self.requests = {g: c.create_infer_request() for g, c in self.compiled.items()}
+        diffusion = self.manifest["diffusion"]
+        self.steps = int(diffusion["steps"])
+        self.timestep = int(diffusion["timestep"])
+        self.supported_steps = frozenset({self.timestep})
+        self.latent_multiple = int(self.manifest["preprocess"]["latent_multiple"])
+        self.noise_channels = int(self.manifest["model"]["noise_channels"])
+        self.model_info = self._model_info()
+        logger.info("openvino backend: %s (%s, %s hint, %s threads) on %s", self.export_dir, self.precision,
+                    options.hint, options.threads or "default", options.ov_device)
+
+    # -- compilation ---------------------------------------------------------------------------
+    def _compile_config(self, ov: Any) -> Dict[str, str]:
+        o = self.options
+        config = {"PERFORMANCE_HINT": o.hint.upper()}
+        if o.ov_device.startswith("CPU"):
+            config["INFERENCE_PRECISION_HINT"] = "bf16" if o.precision == "bf16" else "f32"
+        if o.threads:
+            config["INFERENCE_NUM_THREADS"] = str(int(o.threads))
+        if o.hint == "latency":
+            config["NUM_STREAMS"] = "1"
+        return config
+
+    def _compile(self, model: Any, config: Dict[str, str]) -> Any:
+        cache = self.options.resolved_cache_dir
+        config = dict(config)
+        if cache is None:
+            return self.core.compile_model(model, self.options.ov_device, config)
+        try:
+            cache.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            logger.warning("OpenVINO model cache %s cannot be created (%s); compiling without a cache", cache, e)
+            return self.core.compile_model(model, self.options.ov_device, config)
+        config["CACHE_DIR"] = str(cache)
+        try:
+            return self.core.compile_model(model, self.options.ov_device, config)
+        except RuntimeError as e:  # an unreadable / foreign cache blob: drop the cache and rebuild once
+            first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+            logger.warning("OpenVINO model cache %s is stale or corrupt (%s); rebuilt it", cache, first)
+            shutil.rmtree(cache, ignore_errors=True)
+            cache.mkdir(parents=True, exist_ok=True)
+            return self.core.compile_model(model, self.options.ov_device, config)
+
+    def _model_info(self):
+        from rsd_deploy.models import Schedule
+        from rsd_deploy.types import ModelInfo, ModelKind
+
+        kind = ModelKind(self.manifest["model"]["kind"])
+        schedule = Schedule.preset(kind.schedule_preset)
+        d = self.manifest["diffusion"]
+        if schedule.T != self.steps or abs(schedule.prior_std - float(d["prior_std"])) > 1e-6:
+            raise ConfigError(f"{self.export_dir}: manifest diffusion constants (T={self.steps}, prior_std "
+                              f"{d['prior_std']}) do not match the {kind.value} schedule; re-run rsd-export")
+        return ModelInfo(kind=kind, schedule=schedule, input_multiple=self.latent_multiple,
+                         noise_channels=self.noise_channels,
+                         label=f"OpenVINO {self.export_dir.name} ({self.precision})")
+
+    # -- Backend -------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+    def _check(self, t: torch.Tensor, scale: int, what: str) -> None:
+        if t.ndim != 4 or t.shape[1] != 3:
+            raise ShapeError(f"{what} must be (B, 3, H, W); got {tuple(t.shape)}")
+        h, w = t.shape[-2] // scale, t.shape[-1] // scale
+        m = self.latent_multiple
+        if t.shape[-2] % scale or t.shape[-1] % scale or h % m or w % m:
+            raise ShapeError(f"{what} latent size {h}x{w} is not a multiple of {m}; pad the input to a multiple "
+                             f"of {m} LR pixels")
+
+    @staticmethod
+    def _np(t: torch.Tensor) -> np.ndarray:
+        return np.ascontiguousarray(t.detach().to("cpu", torch.float32).numpy())
+
+    def _run(self, graph: str, feeds: Any) -> torch.Tensor:
+        request = self.requests[graph]
+        result = request.infer(feeds)
+        out = next(iter(result.values()))
+        return torch.from_numpy(np.array(out, dtype=np.float32, copy=True))
+
+    def encode(self, image: torch.Tensor) -> torch.Tensor:
+        """(B, 3, 4h, 4w) float32 in [-1, 1] -> (B, 3, h, w) float32 continuous latent (CPU)."""
+        self._check(image, 4, "image")
+        return self._run("encoder", {"image": self._np(image)})
+
+    def denoise(self, z_t: torch.Tensor, step: int, lq: torch.Tensor,
+                noise: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """x0 (B, 3, h, w) from the unscaled z_T at step T-1 (folded in the graph)."""
+        if step != self.timestep:
+            raise ShapeError(f"the exported denoiser runs only step {self.timestep} (one-step graph, t folded in); "
+                             f"got step {step}: use the torch backend for multi-step sampling")
+        if (noise is not None) != bool(self.noise_channels):
+            raise ShapeError(f"this denoiser takes {self.noise_channels} noise channel(s); "
+                             f"{'pass' if self.noise_channels else 'do not pass'} a noise map")
+        self._check(z_t, 1, "z_t")
+        z = self._np(z_t)
+        names = self.input_names["denoiser"]
+        feeds = {"lq": self._np(lq)}
+        if "z_t" in names:  # graph seam: the pipeline already holds z_T
+            feeds["z_t"] = z
+        else:
+            feeds["z_y"], feeds["prior_noise"] = z, np.zeros_like(z)
+        if noise is not None:
+            feeds["noise"] = self._np(noise)
+        return self._run("denoiser", feeds)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, 3, h, w) latent -> quantise (fp32) -> (B, 3, 4h, 4w) float32, not clamped."""
+        self._check(z, 1, "latent")
+        if "quantizer" not in self.requests:
+            return self._run("decoder", {"latent": self._np(z)})
+        quantized = self.requests["quantizer"].infer({"latent": self._np(z)})
+        return self._run("decoder", [np.asarray(v) for v in quantized.values()])
+
+    def close(self) -> None:
+        self.requests.clear()
+        self.compiled.clear()
