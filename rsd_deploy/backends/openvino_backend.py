@@ -13,7 +13,8 @@ Precision (``precision``):
   codebook Gather: ``split_at_quantizer``) and the quantiser part is compiled fp32. The runtime
   attribute ``disable_fp16_compression`` on those ops was tried first: the CPU plugin ran them in bf16
   regardless (OpenVINO 2026.4).
-* ``int8``: the folder's int8 (Q/DQ) graphs; float ops run at fp32, the quantiser cut off the same way.
+* ``int8``: the folder's int8 (Q/DQ) graphs; the ops left float (and any graph the export kept fp32)
+  run in bf16 where the CPU has it (``int8_float``), the quantiser cut off and fp32 the same way.
 
 Compiled models are cached on disk (``cache_dir``; OpenVINO's ``CACHE_DIR``), so a second process does
 not recompile; a cache entry that cannot be read is dropped and rebuilt with one warning line.
@@ -82,6 +83,7 @@ class OpenVinoOptions:
     cache_dir: Optional[Path] = None  # None: default_cache_dir()
     use_cache: bool = True
     precise_quantizer: bool = True  # False only to measure what bf16 does to the VQ codes
+    int8_float: str = "auto"  # int8: precision of the ops left float (auto: bf16 where native, else fp32)
     verify_files: bool = True
 
     @property
@@ -95,6 +97,8 @@ class OpenVinoOptions:
         self.folder  # noqa: B018 - raises without a folder
         if self.precision not in PRECISIONS:
             raise ConfigError(f"unknown precision {self.precision!r} for OpenVINO; choose one of {', '.join(PRECISIONS)}")
+        if self.int8_float not in ("auto", "fp32", "bf16"):
+            raise ConfigError(f"int8_float must be auto, fp32 or bf16; got {self.int8_float!r}")
         if self.hint not in HINTS:
             raise ConfigError(f"unknown OpenVINO performance hint {self.hint!r}; choose latency or throughput")
         if self.threads is not None and self.threads < 1:
@@ -212,20 +216,27 @@ class OpenVinoBackend(Backend):
         self.core = ov.Core()
         self._config = self._compile_config(ov)
         # fp32 needs no cut; on other devices the inference-precision hint differs (not split there)
-        self._split_decoder = (options.precise_quantizer and options.precision != "fp32"
-                               and options.ov_device.startswith("CPU"))
+        self._split_decoder = (options.precise_quantizer and self._config.get("INFERENCE_PRECISION_HINT") == "bf16")
         self.input_names: Dict[str, List[str]] = {}
         self.compiled: Dict[str, Any] = {}
+        self._ov_version = str(ov.get_version()).split("-")[0]
+        self._stale: List[str] = []
         for g in ("encoder", "denoiser", "decoder"):
-            path = self.export_dir / graphs[g]["variants"][graph_precision]["file"]
+            variant = graphs[g]["variants"][graph_precision]
+            path = self.export_dir / variant["file"]
+            key = f"{g}-{str(variant.get('sha256', 'nohash'))[:16]}-{options.precision}"
             split = split_at_quantizer(self.core, path) if g == "decoder" and self._split_decoder else None
             if split is None:
-                self.compiled[g] = self._compile(self.core.read_model(str(path)), self._config)
+                self.compiled[g] = self._compile(self.core.read_model(str(path)), self._config, key)
             else:  # the quantiser in fp32, the rest at the inference precision
                 head, tail = split
-                self.compiled["quantizer"] = self._compile(head, dict(self._config, INFERENCE_PRECISION_HINT="f32"))
-                self.compiled[g] = self._compile(tail, self._config)
+                self.compiled["quantizer"] = self._compile(head, dict(self._config, INFERENCE_PRECISION_HINT="f32"),
+                                                           key + "-quantizer")
+                self.compiled[g] = self._compile(tail, self._config, key)
             self.input_names[g] = [i.get_any_name() for i in self.compiled[g].inputs]
+        if self._stale:  # one line for all graphs
+            logger.warning("OpenVINO model cache %s was stale for %s (not loadable by OpenVINO %s); recompiled and "
+                           "rewrote it", options.resolved_cache_dir, ", ".join(self._stale), self._ov_version)
         self.requests = {g: c.create_infer_request() for g, c in self.compiled.items()}
         diffusion = self.manifest["diffusion"]
         self.steps = int(diffusion["steps"])
@@ -243,31 +254,49 @@ class OpenVinoBackend(Backend):
         config = {"PERFORMANCE_HINT": o.hint.upper()}
         if o.ov_device.startswith("CPU"):
             config["INFERENCE_PRECISION_HINT"] = "bf16" if o.precision == "bf16" else "f32"
+            if o.precision == "int8":
+                from rsd_deploy.backends.capabilities import cpu_has_bf16
+
+                bf16 = o.int8_float == "bf16" or (o.int8_float == "auto" and cpu_has_bf16())
+                config["INFERENCE_PRECISION_HINT"] = "bf16" if bf16 else "f32"
         if o.threads:
             config["INFERENCE_NUM_THREADS"] = str(int(o.threads))
         if o.hint == "latency":
             config["NUM_STREAMS"] = "1"
         return config
 
-    def _compile(self, model: Any, config: Dict[str, str]) -> Any:
-        cache = self.options.resolved_cache_dir
-        config = dict(config)
-        if cache is None:
-            return self.core.compile_model(model, self.options.ov_device, config)
+    def _compile(self, model: Any, config: Dict[str, str], key: str) -> Any:
+        """Compile ``model``; with a cache, in its own folder ``<cache>/<key>`` (key: graph, sha256, precision,
+        part), so that a blob there that OpenVINO does not load is known to be stale."""
+        root = self.options.resolved_cache_dir
+        device = self.options.ov_device
+        if root is None:
+            return self.core.compile_model(model, device, config)
+        cache = root / key
         try:
             cache.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             logger.warning("OpenVINO model cache %s cannot be created (%s); compiling without a cache", cache, e)
-            return self.core.compile_model(model, self.options.ov_device, config)
-        config["CACHE_DIR"] = str(cache)
+            return self.core.compile_model(model, device, config)
+        old_blobs = sorted(cache.glob("*.blob"))
+        config = dict(config, CACHE_DIR=str(cache))
         try:
-            return self.core.compile_model(model, self.options.ov_device, config)
-        except RuntimeError as e:  # an unreadable / foreign cache blob: drop the cache and rebuild once
+            compiled = self.core.compile_model(model, device, config)
+        except RuntimeError as e:  # a blob OpenVINO chokes on: drop the folder and rebuild once
             first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-            logger.warning("OpenVINO model cache %s is stale or corrupt (%s); rebuilt it", cache, first)
+            logger.warning("OpenVINO model cache %s is corrupt (%s); rebuilt it", cache, first)
             shutil.rmtree(cache, ignore_errors=True)
             cache.mkdir(parents=True, exist_ok=True)
-            return self.core.compile_model(model, self.options.ov_device, config)
+            return self.core.compile_model(model, device, config)
+        if old_blobs and not bool(compiled.get_property("LOADED_FROM_CACHE")):
+            # OpenVINO silently recompiles past a blob it cannot use (another OpenVINO version, a corrupt
+            # file): say so once, and drop the dead blobs so that the next run loads the fresh one
+            fresh = set(cache.glob("*.blob")) - set(old_blobs)
+            self._stale.append(key)
+            for blob in old_blobs:
+                if blob not in fresh and len(list(cache.glob("*.blob"))) > 1:
+                    blob.unlink(missing_ok=True)
+        return compiled
 
     def _model_info(self):
         from rsd_deploy.models import Schedule

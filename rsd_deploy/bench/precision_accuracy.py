@@ -19,9 +19,10 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from rsd_deploy.backends.base import Backend
+from rsd_deploy.metrics import psnr, to_uint8
+from rsd_deploy.pipeline.image_io import bicubic_x4
 
 logger = logging.getLogger(__name__)
 
@@ -32,22 +33,6 @@ def nearest_codes(latent: torch.Tensor, codebook: np.ndarray) -> np.ndarray:
     c = np.asarray(codebook, dtype=np.float64)
     d = (z ** 2).sum(1, keepdims=True) + (c ** 2).sum(1)[None] - 2.0 * z @ c.T
     return d.argmin(1).reshape(latent.shape[0], *latent.shape[2:])
-
-
-def to_uint8(img: torch.Tensor) -> np.ndarray:
-    """(B, 3, H, W) in [-1, 1] -> (B, H, W, 3) uint8 (round half up, as the image writer)."""
-    x = ((img.detach().float().clamp(-1, 1) + 1.0) * 127.5 + 0.5).floor().clamp(0, 255)
-    return x.to(torch.uint8).permute(0, 2, 3, 1).numpy()
-
-
-def psnr_uint8(a: np.ndarray, b: np.ndarray) -> float:
-    try:  # the project's one metrics module, where present
-        from rsd_deploy.metrics import psnr  # type: ignore[attr-defined]
-
-        return float(psnr(a, b))
-    except ImportError:
-        mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-        return float("inf") if mse == 0 else float(10.0 * np.log10(255.0 ** 2 / mse))
 
 
 @dataclass
@@ -82,11 +67,8 @@ class _Trace:
 
 def _one_step(backend: Backend, schedule, lq: torch.Tensor, prior: torch.Tensor,
               noise: Optional[torch.Tensor]) -> _Trace:
-    T = int(schedule.T)
-    image = F.interpolate(lq, scale_factor=4, mode="bicubic", align_corners=False, antialias=False)
-    z_y = backend.encode(image)
-    z = z_y + float(schedule.kappa * schedule.sqrt_eta[T - 1]) * prior
-    x0 = backend.denoise(z, T - 1, lq, noise).float().cpu()
+    z = schedule.prior(backend.encode(bicubic_x4(lq)), prior)
+    x0 = backend.denoise(z, int(schedule.T) - 1, lq, noise).float().cpu()
     return _Trace(x0=x0, sr=backend.decode(x0).float().cpu())
 
 
@@ -108,7 +90,7 @@ def compare_paths(reference: Backend, candidates: Dict[str, Backend], schedule, 
             got = _one_step(backend, schedule, lq, prior, noise)
             r = results[name]
             r.images += 1
-            r.psnr_db.append(psnr_uint8(to_uint8(got.sr), ref_u8))
+            r.psnr_db.append(psnr(to_uint8(got.sr), ref_u8))
             r.flips += int((nearest_codes(got.x0, codebook) != ref_codes).sum())
             r.positions += int(ref_codes.size)
             r.output_max_abs = max(r.output_max_abs, float((got.sr.clamp(-1, 1) - ref.sr.clamp(-1, 1)).abs().max()))

@@ -13,6 +13,7 @@ import click
 from rsd_deploy.bundle.specs import tolerance_summary
 from rsd_deploy.cli.common import OutputFolder, check_output_folder, entry_point, setup_logging
 from rsd_deploy.errors import ConfigError
+from rsd_deploy.export.int8 import INT8_GRAPHS
 from rsd_deploy.types import ModelKind
 
 _PATH = click.Path(path_type=Path)
@@ -111,12 +112,13 @@ def _triton(folder: Path, triton_dir: Path) -> None:
                    "step only.")
 @click.option("--fp16", is_flag=True, help="Also write FP16 graphs (norms, softmax, VQ lookup kept FP32).")
 @click.option("--int8", is_flag=True, help="Also write INT8 Q/DQ graphs (symmetric, calibrated on --calib images).")
-@click.option("--int8-graphs", default="decoder", show_default=True,
+@click.option("--int8-graphs", default=",".join(INT8_GRAPHS), show_default=True,
               help="Comma list of graphs to quantise with --int8 (encoder, denoiser, decoder); the others' int8 "
-                   "variant is their fp32 graph, because int8 error in z_y/x0 flips VQ codes.")
+                   "variant is their fp32 graph (the denoiser's int8 error flips VQ codes).")
 @click.option("--calib", "calib_dirs", type=_DIR, multiple=True,
               help="Folder of real LR images for INT8 calibration and the accuracy report (repeatable). "
-                   "Default: shared/data/imagenet_val_sr/lq and shared/data/realset65.")
+                   "Default: calibration on LR crops made from shared/data/hr_photos (training photos), the "
+                   "accuracy report on shared/data/imagenet_val_sr/lq and realset65.")
 @click.option("--calib-count", type=click.IntRange(min=1), default=16, show_default=True,
               help="Calibration crops for INT8.")
 @click.option("--opset", type=click.Choice(["17", "18"]), default="17", show_default=True)

@@ -27,6 +27,7 @@ from rsd_deploy.export.onnx_export import (DEFAULT_OPSET, DiffusionConstants, Ex
                                            graph_modules, save_onnx)
 from rsd_deploy.bundle.specs import SUBMODELS, Role, ShapeProfile, decoder_spec, default_profile
 from rsd_deploy.export.parity import ParityReport, draw_inputs
+from rsd_deploy.export.int8 import INT8_GRAPHS, KEPT_FP32_REASON
 from rsd_deploy.export.validate import ParityResult
 from rsd_deploy.types import ModelKind
 
@@ -52,7 +53,7 @@ class ExportConfig:
     int8: bool = False
     calib_dirs: Sequence[Path] = ()  # empty: shared/data imagenet_val_sr/lq + realset65
     calib_count: int = 16
-    int8_graphs: Sequence[str] = ("decoder",)  # the others' int8 variant is their fp32 graph (see int8.py)
+    int8_graphs: Sequence[str] = INT8_GRAPHS  # the others' int8 variant is their fp32 graph (see int8.py)
     opset: int = DEFAULT_OPSET
     exporter: str = "torchscript"
     min_shape: Optional[Shape3] = None
@@ -278,8 +279,7 @@ def export_models(config: ExportConfig) -> ExportResult:
                     fp32_file, fp32_ext, _ = files[name]["fp32"]
                     files[name]["int8"] = (fp32_file, fp32_ext, {
                         "tool": "none (the int8 variant of this graph is its fp32 graph)", "kept_fp32": ["*"],
-                        "reason": "its output feeds the VQ codebook argmin; int8 error there flips codes "
-                                  "(select with --int8-graphs)"})
+                        "reason": KEPT_FP32_REASON[name]})
                     bar.update()
                     continue
                 bar.set_postfix_str(f"{name} int8")
