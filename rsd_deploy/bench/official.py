@@ -19,7 +19,7 @@ import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, List, Optional
 
 import torch
 from torch import nn
@@ -135,3 +135,54 @@ def official_reference_image(sampler: OfficialSampler, lq: torch.Tensor, prior: 
     """The official image for quality comparison (one-step samplers only: multi-step draw their own noise)."""
     return sampler.run(lq, prior) if sampler.one_step else None
 
+
+
+def _noise_free_unet(unet: nn.Module, seed: int) -> nn.Module:
+    """The official UNet has no RSD noise input: time RSD's structure less that input (one input channel
+    fewer in the first convolution) with seeded random weights of the same configuration."""
+    import dataclasses
+
+    from rsd_deploy.models import UNetSwin
+
+    torch.manual_seed(seed)
+    return UNetSwin(dataclasses.replace(unet.config, noise_channels=0)).eval()
+
+
+def official_entries(config, models, contenders, timer=None) -> List[dict]:
+    """Measure the official sampler for each contender at each size (rsd-bench --official-repo), as
+    runner entries with backend ``official-fp32``: same LR input and prior noise as ``measure_entry``."""
+    from rsd_deploy.bench.contenders import BackendVariant, schedule_for
+    from rsd_deploy.bench.runner import _entry
+    from rsd_deploy.bench.timer import DeviceTimer, measure
+
+    variant = BackendVariant(key="official-fp32", runtime="official", precision="fp32", device="cpu")
+    out: List[dict] = []
+    for contender in contenders:
+        schedule = schedule_for(contender)
+        unet = models.unets[contender.key]
+        note = "official ResShift code"
+        if int(unet.config.noise_channels):
+            unet = _noise_free_unet(unet, config.seed)
+            note += ", RSD structure less its noise input (random weights: timing only)"
+        sampler = build_official(Path(config.official_repo), unet, models.vq, schedule, contender.one_step)
+        for size in config.sizes:
+            h, w = size
+            lq = torch.rand((config.batch, 3, h, w), generator=torch.Generator().manual_seed(config.seed)) * 2 - 1
+            gen = torch.Generator().manual_seed(config.seed)
+
+            def run(rec, lq=lq, gen=gen, h=h, w=w) -> torch.Tensor:
+                prior = torch.randn((config.batch, 3, h, w), generator=gen)
+                with rec.stage("denoise"):  # one opaque call: the official sampler has no stage hooks
+                    return sampler.run(lq, prior)
+
+            try:
+                m = measure(run, timer or DeviceTimer("cpu"), warmup=config.warmup, repeats=config.repeats)
+            except (RuntimeError, ValueError) as e:  # the official code failing is a skipped row, not a crash
+                out.append(_entry(variant, contender, size, config, status="failed", reason=str(e).splitlines()[0]))
+                continue
+            data = m.to_dict()
+            data["throughput_ips"] = config.batch / (m.total.p50 / 1000.0) if m.total.p50 > 0 else None
+            data["timing_only_steps"] = not contender.one_step
+            out.append(_entry(variant, contender, size, config, note=note, **data))
+            logger.info("official %s %dx%d: p50 %.0f ms", contender.key, h, w, m.total.p50)
+    return out

@@ -34,7 +34,7 @@ def config_from_mapping(values: dict) -> BenchConfig:
     for key in ("contenders", "backends"):
         if key in values:
             values[key] = tuple(values[key])
-    backends = list(values.get("backends", ("torch-fp32",)))
+    backends = list(values.get("backends", ("torch-auto",)))
     if values.get("onnx_dir") and not any(b.startswith("ort") for b in backends):
         backends.append("ort-fp32")
     if values.get("engine_dir") and not any(b.startswith("trt") for b in backends):

@@ -137,11 +137,24 @@ def speedups(entries: List[dict]) -> List[dict]:
     return out
 
 
+def measured_official_ms(entries: List[dict], entry: dict) -> Optional[Tuple[float, str]]:
+    """The official sampler timed in this run (rsd-bench --official-repo) for ``entry``'s pipeline, if any."""
+    kind = _pipeline_kind(entry["contender"])
+    for o in _ok(entries):
+        if (o.get("runtime") == "official" and _pipeline_kind(o["contender"]) == kind
+                and o["lr_size"] == entry["lr_size"] and o["batch"] == entry["batch"]):
+            return o["latency_ms"]["p50"], "official ResShift code, timed in this run (--official-repo)"
+    return None
+
+
 def official_ratios(entries: List[dict]) -> List[dict]:
-    """Each measured entry vs the official-code figure for the same pipeline: official / ours."""
+    """Each measured entry vs the official code for the same pipeline (timed in this run when
+    --official-repo was given, else the reference figures): official / ours."""
     out = []
     for e in _ok(entries):
-        ref = official_baseline_ms(e)
+        if e.get("runtime") == "official":
+            continue
+        ref = measured_official_ms(entries, e) or official_baseline_ms(e)
         if ref is None:
             continue
         ms, source = ref

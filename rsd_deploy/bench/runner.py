@@ -37,7 +37,7 @@ class BenchConfig:
     """Everything a benchmark run depends on; stored verbatim in results.json."""
 
     contenders: Tuple[str, ...] = tuple(ModelKind.choices())
-    backends: Tuple[str, ...] = ("torch-fp32",)
+    backends: Tuple[str, ...] = ("torch-auto",)  # torch at --precision auto (capabilities.auto_precision)
     device: str = "cpu"
     sizes: Tuple[Size, ...] = ((64, 64),)  # LR sizes; SR is 4x
     batch: int = 1
@@ -55,6 +55,7 @@ class BenchConfig:
     quality_limit: int = 8
     seed: int = 0
     threads: Optional[int] = None  # torch intra-op threads on the CPU (None: leave as is)
+    official_repo: Optional[str] = None  # a ResShift checkout: time the official sampler too (bench/official.py)
     output: str = "bench-results"
 
     def validate(self) -> None:
@@ -75,6 +76,10 @@ class BenchConfig:
             raise ConfigError("checkpoints given without --vq; pass the VQ autoencoder checkpoint too")
         if self.arch not in ("full", "tiny"):
             raise ConfigError(f"unknown --arch {self.arch!r}; use full or tiny")
+        if self.official_repo:
+            from rsd_deploy.bench.official import check_repo
+
+            check_repo(Path(self.official_repo))
         if self.quality_hr and not self.quality_lr:
             raise ConfigError("--quality-hr needs --quality-lr (the LR images to super-resolve)")
 
@@ -397,6 +402,10 @@ def run_benchmark(config: BenchConfig, models: Optional[ModelSet] = None,
                 if backend is not None:
                     backend.close()
         bar.close()
+        if config.official_repo:
+            from rsd_deploy.bench.official import official_entries
+
+            entries += official_entries(config, models, contenders)
         results = {"settings": config.to_dict(), "entries": entries,
                    "random_weights": models.random_weights, "arch": models.arch, "model_sources": models.sources,
                    "input_multiple": multiple}

@@ -1,8 +1,8 @@
 """``rsd-bench``: latency, throughput, memory and quality of RSD vs ResShift v1/v3 and SinSR.
 
 Options (over an optional YAML recipe: ``bench.recipe``) -> ``BenchConfig`` -> ``benchmark_and_report``.
-With no arguments: CPU, LR 64, batch 1, full-size architectures with random weights, PyTorch fp32,
-all four contenders, 1 warm-up + 3 timed runs, results in ``bench-results/``.
+With no arguments: CPU, LR 64, batch 1, full-size architectures with random weights,
+PyTorch at --precision auto (bf16 on bf16 CPUs), all four contenders, 1 warm-up + 3 timed runs, results in ``bench-results/``.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ _FIELDS_FROM_OPTIONS = {
     "warmup": "warmup", "repeats": "repeats", "arch": "arch", "vq": "vq", "onnx": "onnx_dir",
     "engine": "engine_dir", "tile": "tile", "overlap": "tile_overlap", "quality_lr": "quality_lr",
     "quality_hr": "quality_hr", "quality_limit": "quality_limit", "seed": "seed", "threads": "threads",
-    "output": "output",
+    "output": "output", "official_repo": "official_repo",
 }
 
 
@@ -50,8 +50,10 @@ def build_config(ctx: click.Context, params: dict):
               "options given on the command line override it.")
 @click.option("--contender", multiple=True, type=click.Choice(ModelKind.choices()),
               help="Repeatable; default all four.")
-@click.option("--backend", multiple=True, help="Repeatable: torch-fp32|bf16|fp16, torch-fast-fp16|bf16 (CUDA graphs), torch-compile-fp16|bf16, "
-              "ort-fp32|fp16|int8, ort-cuda-*, ort-trt-*, trt-fp16|int8. Default torch-fp32.")
+@click.option("--backend", multiple=True, help="Repeatable: torch-auto|fp32|bf16|fp16, torch-fast-fp16|bf16 (CUDA graphs), "
+              "torch-compile-fp32|bf16|fp16, ort-fp32|fp16|int8, ov-fp32|bf16|int8 (OpenVINO), ort-cuda-*, ort-trt-*, "
+              "trt-fp16|int8. <runtime>-auto: the precision --precision auto picks. Default torch-auto (torch-bf16 "
+              "on CPUs with AVX512-BF16/AMX, torch-fp16 on CUDA, else torch-fp32).")
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N].")
 @click.option("--size", multiple=True, help="LR size N or HxW (repeatable); default 64.")
 @click.option("--batch", default=1, show_default=True, type=int)
@@ -70,7 +72,10 @@ def build_config(ctx: click.Context, params: dict):
 @click.option("--quality-hr", type=click.Path(exists=True, file_okay=False), help="Matching HR images (optional).")
 @click.option("--quality-limit", default=8, show_default=True, type=int, help="At most this many quality images.")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2 ** 64 - 1))
-@click.option("--threads", type=int, help="torch intra-op threads on the CPU.")
+@click.option("--threads", type=int, help="CPU threads of every runtime (torch, ONNX Runtime, OpenVINO).")
+@click.option("--official-repo", type=click.Path(file_okay=False), help="A local checkout of the official ResShift "
+              "code (github.com/zsyOAOA/ResShift): its sampler is timed in the same run, on the same weights and "
+              "noise (imported from there at run time, never copied; it needs its own packages, e.g. timm).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("-v", "--verbose", is_flag=True)
 @click.pass_context

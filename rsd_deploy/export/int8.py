@@ -149,7 +149,9 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: Sequence[Dict[st
         exclude = sorted(set(high_precision_nodes(model)) | set(boundary) | set(extra_exclude))
         tmp_out = Path(tmp) / out_path.name
         # biases stay float: TensorRT has no int32 DequantizeLinear and fuses the float bias itself
-        options = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False}
+        options = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
+                   # ORT otherwise holds every activation of every calibration crop at once (GBs at full size)
+                   "CalibMaxIntermediateOutputs": 1}
         try:
             with contextlib.redirect_stdout(_LogWriter()):  # ORT's calibrator prints progress to stdout
                 quantize_static(str(pre), str(tmp_out), _ListReader(calibration), quant_format=QuantFormat.QDQ,
