@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict
 
 import numpy as np
 import torch
@@ -49,10 +49,6 @@ def rss_mib() -> float:
         if line.startswith("VmRSS"):
             return int(line.split()[1]) / 1024.0
     return float("nan")
-
-
-def _file_mib(folder: Path, graphs: Dict[str, str]) -> float:
-    return sum((folder / f).stat().st_size for f in graphs.values()) / 2**20
 
 
 def build_path(name: str, contender, models, schedule, config, workdir: Path):

@@ -33,8 +33,10 @@ from typing import Any, Dict, List, Optional, Union
 import numpy as np
 import torch
 
-from rsd_deploy.backends.base import Backend, register_backend
-from rsd_deploy.errors import BackendUnavailableError, ConfigError, ShapeError
+from rsd_deploy.backends.base import register_backend
+from rsd_deploy.backends.exported import ExportFolderBackend
+from rsd_deploy.bundle.specs import Role
+from rsd_deploy.errors import BackendUnavailableError, ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -184,40 +186,29 @@ def runtime_precisions(compiled: Any) -> Dict[str, str]:
 
 
 @register_backend("openvino")
-class OpenVinoBackend(Backend):
+class OpenVinoBackend(ExportFolderBackend):
     """encode / denoise / decode through OpenVINO compiled models of one precision (see OpenVinoOptions)."""
 
     name = "openvino"
     Options = OpenVinoOptions
+    label_prefix = "OpenVINO"
 
     def __init__(self, options: OpenVinoOptions):
         options.validate()
         ov = import_openvino()
         from rsd_deploy.backends import capabilities
-        from rsd_deploy.export.manifest import read_manifest
-        from rsd_deploy.export.manifest import verify_files as check_files
 
         self.options = options
         self.precision = options.precision
         if options.precision == "bf16" and options.ov_device.startswith("CPU") and not capabilities.cpu_has_bf16():
             raise BackendUnavailableError("this CPU has no native bf16 (AVX512-BF16 or AMX-BF16): OpenVINO would "
                                           "emulate it, slower than fp32; use --precision fp32 (or int8)")
-        self.export_dir = options.folder
-        self.manifest = read_manifest(self.export_dir)
-        graphs = self.manifest["graphs"]
         graph_precision = "int8" if options.precision == "int8" else "fp32"
-        missing = [g for g in ("encoder", "denoiser", "decoder")
-                   if graph_precision not in graphs.get(g, {}).get("variants", {})]
-        if missing:
-            raise ConfigError(f"{self.export_dir} has no {graph_precision} graph for {', '.join(missing)}; re-export "
-                              f"with `rsd-export{' --int8' if graph_precision == 'int8' else ''} -o {self.export_dir}`")
-        if options.verify_files:
-            check_files(self.export_dir, self.manifest, graph_precision)
+        graphs = self._open_folder(options.folder, graph_precision, options.verify_files)
         self.core = ov.Core()
         self._config = self._compile_config(ov)
         # fp32 needs no cut; on other devices the inference-precision hint differs (not split there)
         self._split_decoder = (options.precise_quantizer and self._config.get("INFERENCE_PRECISION_HINT") == "bf16")
-        self.input_names: Dict[str, List[str]] = {}
         self.compiled: Dict[str, Any] = {}
         self._ov_version = str(ov.get_version()).split("-")[0]
         self._stale: List[str] = []
@@ -233,18 +224,11 @@ class OpenVinoBackend(Backend):
                 self.compiled["quantizer"] = self._compile(head, dict(self._config, INFERENCE_PRECISION_HINT="f32"),
                                                            key + "-quantizer")
                 self.compiled[g] = self._compile(tail, self._config, key)
-            self.input_names[g] = [i.get_any_name() for i in self.compiled[g].inputs]
         if self._stale:  # one line for all graphs
             logger.warning("OpenVINO model cache %s was stale for %s (not loadable by OpenVINO %s); recompiled and "
                            "rewrote it", options.resolved_cache_dir, ", ".join(self._stale), self._ov_version)
         self.requests = {g: c.create_infer_request() for g, c in self.compiled.items()}
-        diffusion = self.manifest["diffusion"]
-        self.steps = int(diffusion["steps"])
-        self.timestep = int(diffusion["timestep"])
-        self.supported_steps = frozenset({self.timestep})
-        self.latent_multiple = int(self.manifest["preprocess"]["latent_multiple"])
-        self.noise_channels = int(self.manifest["model"]["noise_channels"])
-        self.model_info = self._model_info()
+        self._read_manifest_constants()
         logger.info("openvino backend: %s (%s, %s hint, %s threads) on %s", self.export_dir, self.precision,
                     options.hint, options.threads or "default", options.ov_device)
 
@@ -298,77 +282,34 @@ class OpenVinoBackend(Backend):
                     blob.unlink(missing_ok=True)
         return compiled
 
-    def _model_info(self):
-        from rsd_deploy.models import Schedule
-        from rsd_deploy.types import ModelInfo, ModelKind
+    def _infer(self, graph: str, feeds: Any) -> torch.Tensor:
+        result = self.requests[graph].infer(feeds)
+        return torch.from_numpy(np.array(next(iter(result.values())), dtype=np.float32, copy=True))
 
-        kind = ModelKind(self.manifest["model"]["kind"])
-        schedule = Schedule.preset(kind.schedule_preset)
-        d = self.manifest["diffusion"]
-        if schedule.T != self.steps or abs(schedule.prior_std - float(d["prior_std"])) > 1e-6:
-            raise ConfigError(f"{self.export_dir}: manifest diffusion constants (T={self.steps}, prior_std "
-                              f"{d['prior_std']}) do not match the {kind.value} schedule; re-run rsd-export")
-        return ModelInfo(kind=kind, schedule=schedule, input_multiple=self.latent_multiple,
-                         noise_channels=self.noise_channels,
-                         label=f"OpenVINO {self.export_dir.name} ({self.precision})")
-
-    # -- Backend -------------------------------------------------------------------------------
-    @property
-    def device(self) -> torch.device:
-        return torch.device("cpu")
-
-    def _check(self, t: torch.Tensor, scale: int, what: str) -> None:
-        if t.ndim != 4 or t.shape[1] != 3:
-            raise ShapeError(f"{what} must be (B, 3, H, W); got {tuple(t.shape)}")
-        h, w = t.shape[-2] // scale, t.shape[-1] // scale
-        m = self.latent_multiple
-        if t.shape[-2] % scale or t.shape[-1] % scale or h % m or w % m:
-            raise ShapeError(f"{what} latent size {h}x{w} is not a multiple of {m}; pad the input to a multiple "
-                             f"of {m} LR pixels")
-
-    @staticmethod
-    def _np(t: torch.Tensor) -> np.ndarray:
-        return np.ascontiguousarray(t.detach().to("cpu", torch.float32).numpy())
-
-    def _run(self, graph: str, feeds: Any) -> torch.Tensor:
-        request = self.requests[graph]
-        result = request.infer(feeds)
-        out = next(iter(result.values()))
-        return torch.from_numpy(np.array(out, dtype=np.float32, copy=True))
+    def _run(self, graph: str, inputs: Dict[Any, Optional[np.ndarray]]) -> torch.Tensor:
+        """Feed the graph by tensor role (names from the bundle's spec); one output."""
+        return self._infer(graph, self.specs[graph].feeds(inputs))
 
     def encode(self, image: torch.Tensor) -> torch.Tensor:
         """(B, 3, 4h, 4w) float32 in [-1, 1] -> (B, 3, h, w) float32 continuous latent (CPU)."""
         self._check(image, 4, "image")
-        return self._run("encoder", {"image": self._np(image)})
+        return self._run("encoder", {Role.LR_UPSAMPLED: self._np(image)})
 
     def denoise(self, z_t: torch.Tensor, step: int, lq: torch.Tensor,
                 noise: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """x0 (B, 3, h, w) from the unscaled z_T at step T-1 (folded in the graph)."""
-        if step != self.timestep:
-            raise ShapeError(f"the exported denoiser runs only step {self.timestep} (one-step graph, t folded in); "
-                             f"got step {step}: use the torch backend for multi-step sampling")
-        if (noise is not None) != bool(self.noise_channels):
-            raise ShapeError(f"this denoiser takes {self.noise_channels} noise channel(s); "
-                             f"{'pass' if self.noise_channels else 'do not pass'} a noise map")
-        self._check(z_t, 1, "z_t")
-        z = self._np(z_t)
-        names = self.input_names["denoiser"]
-        feeds = {"lq": self._np(lq)}
-        if "z_t" in names:  # graph seam: the pipeline already holds z_T
-            feeds["z_t"] = z
-        else:
-            feeds["z_y"], feeds["prior_noise"] = z, np.zeros_like(z)
-        if noise is not None:
-            feeds["noise"] = self._np(noise)
-        return self._run("denoiser", feeds)
+        """x0 (B, 3, h, w) from the unscaled prior sample z_T at step T-1 (folded in the graph)."""
+        self._check_denoise(z_t, step, noise)
+        return self._run("denoiser", {Role.Z_T: self._np(z_t), Role.LQ: self._np(lq),
+                                      Role.STUDENT_NOISE: None if noise is None else self._np(noise)})
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """(B, 3, h, w) latent -> quantise (fp32) -> (B, 3, 4h, 4w) float32, not clamped."""
         self._check(z, 1, "latent")
+        feeds = self.specs["decoder"].feeds({Role.X0: self._np(z)})
         if "quantizer" not in self.requests:
-            return self._run("decoder", {"latent": self._np(z)})
-        quantized = self.requests["quantizer"].infer({"latent": self._np(z)})
-        return self._run("decoder", [np.asarray(v) for v in quantized.values()])
+            return self._infer("decoder", feeds)
+        quantized = self.requests["quantizer"].infer(feeds)
+        return self._infer("decoder", [np.asarray(v) for v in quantized.values()])
 
     def close(self) -> None:
         self.requests.clear()

@@ -148,11 +148,11 @@ def _noise_free_unet(unet: nn.Module, seed: int) -> nn.Module:
     return UNetSwin(dataclasses.replace(unet.config, noise_channels=0)).eval()
 
 
-def official_entries(config, models, contenders, timer=None) -> List[dict]:
+def official_entries(config, models, contenders, make_entry, timer=None) -> List[dict]:
     """Measure the official sampler for each contender at each size (rsd-bench --official-repo), as
-    runner entries with backend ``official-fp32``: same LR input and prior noise as ``measure_entry``."""
+    runner entries (``make_entry``: the runner's entry builder) with backend ``official-fp32``: same LR
+    input and prior noise as ``measure_entry``."""
     from rsd_deploy.bench.contenders import BackendVariant, schedule_for
-    from rsd_deploy.bench.runner import _entry
     from rsd_deploy.bench.timer import DeviceTimer, measure
 
     variant = BackendVariant(key="official-fp32", runtime="official", precision="fp32", device="cpu")
@@ -178,11 +178,11 @@ def official_entries(config, models, contenders, timer=None) -> List[dict]:
             try:
                 m = measure(run, timer or DeviceTimer("cpu"), warmup=config.warmup, repeats=config.repeats)
             except (RuntimeError, ValueError) as e:  # the official code failing is a skipped row, not a crash
-                out.append(_entry(variant, contender, size, config, status="failed", reason=str(e).splitlines()[0]))
+                out.append(make_entry(variant, contender, size, config, status="failed", reason=str(e).splitlines()[0]))
                 continue
             data = m.to_dict()
             data["throughput_ips"] = config.batch / (m.total.p50 / 1000.0) if m.total.p50 > 0 else None
             data["timing_only_steps"] = not contender.one_step
-            out.append(_entry(variant, contender, size, config, note=note, **data))
+            out.append(make_entry(variant, contender, size, config, note=note, **data))
             logger.info("official %s %dx%d: p50 %.0f ms", contender.key, h, w, m.total.p50)
     return out

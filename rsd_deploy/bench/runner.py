@@ -405,7 +405,7 @@ def run_benchmark(config: BenchConfig, models: Optional[ModelSet] = None,
         if config.official_repo:
             from rsd_deploy.bench.official import official_entries
 
-            entries += official_entries(config, models, contenders)
+            entries += official_entries(config, models, contenders, _entry)
         results = {"settings": config.to_dict(), "entries": entries,
                    "random_weights": models.random_weights, "arch": models.arch, "model_sources": models.sources,
                    "input_multiple": multiple}

@@ -120,22 +120,6 @@ def test_missing_openvino_is_one_line_with_the_install_hint(export_dir, monkeypa
     assert "\n" not in str(info.value) and info.value.exit_code == 7
 
 
-def test_cli_missing_openvino_exits_7_with_one_line(export_dir, tmp_path, monkeypatch, capsys):
-    import cv2
-
-    from rsd_deploy.cli.common import run_command
-    from rsd_deploy.cli.upscale import cli
-
-    monkeypatch.setitem(sys.modules, "openvino", None)
-    img = tmp_path / "x.png"
-    cv2.imwrite(str(img), np.full((16, 16, 3), 128, np.uint8))
-    code = run_command(cli, [str(img), "-o", str(tmp_path / "out"), "--onnx", str(export_dir), "--runtime",
-                             "openvino", "-q"])
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert code == 7 and len(lines) == 1 and "pip install rsd-deploy[openvino]" in lines[0]
-    assert not (tmp_path / "out" / "x_x4.png").exists()
-
-
 def test_a_cpu_without_bf16_refuses_bf16_and_auto_picks_fp32(export_dir, tmp_path, monkeypatch, tiny_rsd, tiny_vq):
     monkeypatch.setattr(capabilities, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
     with pytest.raises(BackendUnavailableError, match="no native bf16") as info:
@@ -151,22 +135,6 @@ def test_a_cpu_without_bf16_refuses_bf16_and_auto_picks_fp32(export_dir, tmp_pat
     assert capabilities.auto_precision("torch", "cpu")[0] == "bf16"
     assert capabilities.auto_precision("torch", "cuda")[0] == "fp16"
     assert capabilities.auto_precision("onnxruntime", "cpu")[0] == "fp32"
-
-
-def test_cli_precision_auto_names_its_choice(export_dir, tmp_path, monkeypatch, capsys):
-    import cv2
-
-    from rsd_deploy.cli.common import run_command
-    from rsd_deploy.cli.upscale import cli
-
-    monkeypatch.setattr(capabilities, "cpu_flags", lambda: frozenset({"avx2"}))
-    img = tmp_path / "x.png"
-    cv2.imwrite(str(img), np.full((16, 16, 3), 100, np.uint8))
-    code = run_command(cli, [str(img), "-o", str(tmp_path / "out"), "--onnx", str(export_dir), "--runtime",
-                             "openvino", "--threads", "1"])
-    err = capsys.readouterr().err
-    assert code == 0, err
-    assert "precision auto -> fp32 on openvino cpu" in err and (tmp_path / "out" / "x_x4.png").is_file()
 
 
 def test_a_stale_model_cache_is_one_warning_and_rebuilt(export_dir, tmp_path, caplog):

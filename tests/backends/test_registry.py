@@ -46,7 +46,7 @@ def test_backend_is_built_from_its_options(tiny_rsd, tiny_vq):
 
 
 def test_unknown_option_and_wrong_options_type_are_refused(tiny_rsd, tiny_vq):
-    with pytest.raises(ConfigError, match="the torch backend has no option threads; its options are device, "):
+    with pytest.raises(ConfigError, match="the torch backend has no option threads; its options are channels_last, device, "):
         base.create_backend("torch", unet=tiny_rsd, vq=tiny_vq, schedule=Schedule.preset("v1"), threads=2)
     from rsd_deploy.backends.ort_backend import OrtOptions
 

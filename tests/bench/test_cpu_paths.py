@@ -1,8 +1,6 @@
-"""The CPU paths of issue 11 in rsd-bench and rsd-upscale: backend names, precision auto, int8 end to end,
-the official-code flag's errors."""
+"""The CPU paths of issue 11 in rsd-bench: backend names, precision auto, the official-code flag's errors."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from rsd_deploy.backends import capabilities
@@ -58,37 +56,3 @@ def test_cli_official_repo_missing_folder_exits_2(tmp_path, capsys):
     assert info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "folder not found" in err[0]
-
-
-@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
-def test_upscale_precision_int8_runs_on_onnx_runtimes(tmp_path, capsys, runtime):
-    pytest.importorskip("onnxruntime")
-    if runtime == "openvino":
-        pytest.importorskip("openvino")
-    import cv2
-
-    from rsd_deploy.cli.common import run_command
-    from rsd_deploy.cli.upscale import cli
-    from tests.export.onnx_tiny_export import tiny_export
-
-    export_dir, code, _, _ = tiny_export()
-    assert code == 0
-    img = tmp_path / "x.png"
-    cv2.imwrite(str(img), np.random.default_rng(0).integers(0, 256, (20, 24, 3), dtype=np.uint8))
-    code = run_command(cli, [str(img), "-o", str(tmp_path / "out"), "--onnx", str(export_dir), "--runtime", runtime,
-                             "--precision", "int8", "--threads", "1", "-q"])
-    assert code == 0, capsys.readouterr().err
-    assert cv2.imread(str(tmp_path / "out" / "x_x4.png")).shape == (80, 96, 3)
-
-
-def test_upscale_precision_int8_without_graphs_is_a_config_error(tmp_path, capsys):
-    import cv2
-
-    from rsd_deploy.cli.common import run_command
-    from rsd_deploy.cli.upscale import cli
-
-    img = tmp_path / "x.png"
-    cv2.imwrite(str(img), np.zeros((16, 16, 3), np.uint8))
-    code = run_command(cli, [str(img), "-o", str(tmp_path / "out"), "--precision", "int8", "-q"])
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(lines) == 1 and "--precision int8 runs exported Q/DQ graphs" in lines[0]
