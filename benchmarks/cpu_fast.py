@@ -51,13 +51,27 @@ def rss_mib() -> float:
     return float("nan")
 
 
+_COPIES: dict = {}
+
+
 def build_path(name: str, contender, models, schedule, config, workdir: Path):
     """A backend (or the official sampler) for one path name."""
     from rsd_deploy.backends.base import create_backend
     from rsd_deploy.bench.contenders import parse_backend_variant
     from rsd_deploy.bench.runner import default_backend_factory
 
+    import copy
+
     unet, vq = models.unets[contender.key], models.vq
+    if name.startswith("torch"):  # own copies per path: channels-last converts a module's weights in place
+        key = (name, id(unet))
+        if key not in _COPIES:  # contenders sharing a UNet (SinSR, v3, v1) share the path's copy
+            _COPIES[key] = (copy.deepcopy(unet), _COPIES.get((name, "vq")) or copy.deepcopy(vq))
+            _COPIES[(name, "vq")] = _COPIES[key][1]
+        models = copy.copy(models)
+        unet, vq = _COPIES[key]
+        models.unets = dict(models.unets, **{contender.key: unet})
+        models.vq = vq
     if name == "torch-fp32-nchw":  # the pre-issue-11 torch path: NCHW fp32 (what the official code does too)
         return create_backend("torch", unet=unet, vq=vq, schedule=schedule, precision="fp32", channels_last=False)
     if name == "official-fp32":

@@ -51,7 +51,7 @@ class TorchOptions:
     diffusion schedule (input scaling per step). device: cpu (default), cuda or cuda:N.
     precision: fp32 (default), bf16 (CPU and CUDA) or fp16 (CUDA only), through autocast; auto:
     capabilities.auto_precision. channels_last: NHWC networks (None: on the CPU, where oneDNN's
-    convolutions are NHWC-native).
+    convolutions are NHWC-native); like the device move, this converts the given modules in place.
     """
 
     unet: "UNetSwin"
