@@ -20,7 +20,7 @@ def test_every_recorded_recipe_is_a_valid_config():
 def test_values_are_normalised_and_runtimes_follow_their_folders(tmp_path):
     cfg = config_from_mapping({"sizes": [16, "16x32", [8, 24]], "contenders": ["rsd"], "onnx_dir": str(tmp_path)})
     assert cfg.sizes == ((16, 16), (16, 32), (8, 24)) and cfg.contenders == ("rsd",)
-    assert cfg.backends == ("torch-fp32", "ort-fp32")  # an ONNX folder adds the ONNX Runtime row
+    assert cfg.backends == ("torch-auto", "ort-fp32")  # an ONNX folder adds the ONNX Runtime row (default: --precision auto)
 
 
 def test_bad_values_are_config_errors(tmp_path):
