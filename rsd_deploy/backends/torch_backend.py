@@ -5,8 +5,9 @@ UNet's GroupNorm statistics and the VQ quantiser's distances stay fp32 inside th
 CUDA-only (CPU fp16 kernels are slow and incomplete); bf16 works on both, and on the CPU it is
 refused without native bf16 (AVX512-BF16/AMX: ``capabilities.cpu_has_bf16``), where it is emulated.
 
-On the CPU the networks run channels-last (NHWC) by default: oneDNN's convolutions are NHWC-native,
-so NCHW pays a reorder per convolution (measured: the fp32 full-size VQ decoder 2.5x faster).
+On the CPU bf16 runs channels-last (NHWC) by default: oneDNN's convolutions are NHWC-native, so NCHW
+pays a reorder per convolution (the issue measured the fp32 full-size VQ decoder 2.5x faster NHWC);
+fp32 stays NCHW by default, the bit-for-bit reference (``channels_last=True`` for the fast fp32 path).
 ``precision="auto"`` resolves to bf16 on CPUs with native bf16, fp16 on CUDA, fp32 elsewhere.
 """
 from __future__ import annotations
@@ -50,8 +51,8 @@ class TorchOptions:
     unet: the UNetSwin (teacher, SinSR or RSD student); vq: the VQAutoencoder; schedule: its
     diffusion schedule (input scaling per step). device: cpu (default), cuda or cuda:N.
     precision: fp32 (default), bf16 (CPU and CUDA) or fp16 (CUDA only), through autocast; auto:
-    capabilities.auto_precision. channels_last: NHWC networks (None: on the CPU, where oneDNN's
-    convolutions are NHWC-native); like the device move, this converts the given modules in place.
+    capabilities.auto_precision. channels_last: NHWC networks (None: on the CPU for bf16, where oneDNN's
+    convolutions are NHWC-native; fp32 stays NCHW, the exact reference); NHWC runs private copies.
     """
 
     unet: "UNetSwin"
@@ -94,13 +95,18 @@ class TorchBackend(Backend):
                 raise BackendUnavailableError("this CPU has no native bf16 (AVX512-BF16 or AMX-BF16): bf16 would be "
                                               "emulated, slower than fp32; use --precision fp32")
         self.precision = precision
-        self.channels_last = (self._device.type == "cpu") if options.channels_last is None else bool(options.channels_last)
+        # fp32 stays the bit-for-bit reference (NHWC convolutions sum in another order, ~1e-6); the
+        # lower precisions are the speed paths
+        self.channels_last = (self._device.type == "cpu" and precision != "fp32") if options.channels_last is None \
+            else bool(options.channels_last)
         self.schedule = options.schedule
         self.unet = options.unet.to(self._device).eval()
         self.vq = options.vq.to(self._device).eval()
-        if self.channels_last:
-            self.unet.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-            self.vq.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        if self.channels_last:  # on private copies: the caller's modules keep their memory format
+            import copy
+
+            self.unet = copy.deepcopy(self.unet).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+            self.vq = copy.deepcopy(self.vq).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.noise_channels = int(getattr(getattr(options.unet, "config", None), "noise_channels", 0))
 
     @property

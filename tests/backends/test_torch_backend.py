@@ -52,13 +52,13 @@ def test_bf16_on_cpu_is_close_and_quantises_in_fp32(tiny_rsd, tiny_vq, v1, monke
     assert (a - b).abs().mean() < 0.05 * a.abs().mean()  # bf16 has ~3 significant digits
 
     seen = []
-    original = tiny_vq.quantize_latent
+    original = bf16.vq.quantize_latent  # the module the backend runs (a channels-last copy for bf16 on the CPU)
 
     def spy(latent):
         seen.append((torch.is_autocast_enabled("cpu"), latent.dtype))
         return original(latent)
 
-    monkeypatch.setattr(tiny_vq, "quantize_latent", spy)
+    monkeypatch.setattr(bf16.vq, "quantize_latent", spy)
     bf16.decode(z)
     assert seen == [(False, torch.float32)]
 
