@@ -217,8 +217,9 @@ class OpenVinoBackend(ExportFolderBackend):
             path = self.export_dir / variant["file"]
             key = f"{g}-{str(variant.get('sha256', 'nohash'))[:16]}-{options.precision}"
             split = split_at_quantizer(self.core, path) if g == "decoder" and self._split_decoder else None
-            if split is None:
-                self.compiled[g] = self._compile(self.core.read_model(str(path)), self._config, key)
+            if split is None:  # (a whole decoder under bf16 is another model than its tail: another folder)
+                whole = "-whole" if g == "decoder" and self._config.get("INFERENCE_PRECISION_HINT") == "bf16" else ""
+                self.compiled[g] = self._compile(self.core.read_model(str(path)), self._config, key + whole)
             else:  # the quantiser in fp32, the rest at the inference precision
                 head, tail = split
                 self.compiled["quantizer"] = self._compile(head, dict(self._config, INFERENCE_PRECISION_HINT="f32"),
