@@ -18,10 +18,10 @@ from typing import Dict, List, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from rsd_deploy.backends.base import Backend, register_backend
-from rsd_deploy.bundle.manifest import Bundle, check_bundle_files
+from rsd_deploy.backends.base import register_backend
+from rsd_deploy.backends.exported import ExportFolderBackend
 from rsd_deploy.bundle.specs import Role
-from rsd_deploy.errors import BackendUnavailableError, ConfigError, ManifestError, ShapeError
+from rsd_deploy.errors import BackendUnavailableError, ConfigError, ManifestError
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class OrtOptions:
 
 
 @register_backend("onnxruntime")
-class OrtBackend(Backend):
+class OrtBackend(ExportFolderBackend):
     """encode / denoise / decode through ONNX Runtime sessions of one precision (see OrtOptions)."""
 
     name = "onnxruntime"
@@ -88,18 +88,8 @@ class OrtBackend(Backend):
             raise ConfigError("the onnxruntime backend needs the export folder (rsd-upscale --onnx DIR)")
         if precision not in PRECISIONS:
             raise ConfigError(f"unknown precision {precision!r} for ONNX graphs; choose one of {', '.join(PRECISIONS)}")
-        self.export_dir = Path(folder)
-        bundle = Bundle.open(self.export_dir, check_files=False)
-        self.manifest = bundle.manifest
-        self.specs = bundle.specs()
         self.precision = precision
-        graphs = self.manifest["graphs"]
-        missing = [g for g in ("encoder", "denoiser", "decoder") if precision not in graphs.get(g, {}).get("variants", {})]
-        if missing:
-            flag = {"fp16": " --fp16", "int8": " --int8"}.get(precision, "")
-            raise ConfigError(f"{self.export_dir} has no {precision} graph for {', '.join(missing)}; "
-                              f"re-export with `rsd-export{flag} -o {self.export_dir}` or pick another --precision")
-        check_bundle_files(self.export_dir, self.manifest, verify_sha256=options.verify_files, precision=precision)
+        graphs = self._open_folder(Path(folder), precision, options.verify_files)
         self.providers = list(providers) if providers is not None else providers_for(options.device)
         session_options = ort.SessionOptions()
         if options.intra_op_threads:
@@ -109,45 +99,9 @@ class OrtBackend(Backend):
         for g in ("encoder", "denoiser", "decoder"):
             path = self.export_dir / graphs[g]["variants"][precision]["file"]
             self.sessions[g] = _open_session(ort, path, session_options, self.providers, self.specs[g])
-        diffusion = self.manifest["diffusion"]
-        self.steps = int(diffusion["steps"])
-        self.timestep = int(diffusion["timestep"])
-        self.supported_steps = frozenset({self.timestep})
-        self.latent_multiple = int(self.manifest["preprocess"]["latent_multiple"])
-        self.noise_channels = int(self.manifest["model"]["noise_channels"])
-        self.model_info = self._model_info()
+        self._read_manifest_constants()
         logger.info("onnxruntime backend: %s (%s) on %s", self.export_dir, precision,
                     self.sessions["denoiser"].get_providers()[0])
-
-    def _model_info(self):
-        from rsd_deploy.models import Schedule
-        from rsd_deploy.types import ModelInfo, ModelKind
-
-        kind = ModelKind(self.manifest["model"]["kind"])
-        schedule = Schedule.preset(kind.schedule_preset)
-        d = self.manifest["diffusion"]
-        if schedule.T != self.steps or abs(schedule.prior_std - float(d["prior_std"])) > 1e-6:
-            raise ConfigError(f"{self.export_dir}: manifest diffusion constants (T={self.steps}, prior_std "
-                              f"{d['prior_std']}) do not match the {kind.value} schedule; re-run rsd-export")
-        return ModelInfo(kind=kind, schedule=schedule, input_multiple=self.latent_multiple,
-                         noise_channels=self.noise_channels, label=f"ONNX {self.export_dir.name} ({self.precision})")
-
-    @property
-    def device(self) -> torch.device:
-        return torch.device("cpu")
-
-    def _check(self, t: torch.Tensor, scale: int, what: str) -> None:
-        if t.ndim != 4 or t.shape[1] != 3:
-            raise ShapeError(f"{what} must be (B, 3, H, W); got {tuple(t.shape)}")
-        h, w = t.shape[-2] // scale, t.shape[-1] // scale
-        m = self.latent_multiple
-        if t.shape[-2] % scale or t.shape[-1] % scale or h % m or w % m:
-            raise ShapeError(f"{what} latent size {h}x{w} is not a multiple of {m}; pad the input to a multiple "
-                             f"of {m} LR pixels")
-
-    @staticmethod
-    def _np(t: torch.Tensor) -> np.ndarray:
-        return np.ascontiguousarray(t.detach().to("cpu", torch.float32).numpy())
 
     def _run(self, graph: str, output: str, inputs: Dict[str, Optional[np.ndarray]]) -> torch.Tensor:
         spec = self.specs[graph]
@@ -163,13 +117,7 @@ class OrtBackend(Backend):
                 noise: Optional[torch.Tensor] = None) -> torch.Tensor:
         """x0 (B, 3, h, w) from the unscaled prior sample z_T at step T-1 (folded in the graph); lq in [-1, 1];
         noise (B, noise_channels, h, w) for RSD students."""
-        if step != self.timestep:
-            raise ShapeError(f"the exported denoiser runs only step {self.timestep} (one-step graph, t folded in); "
-                             f"got step {step}: use the torch backend for multi-step sampling")
-        if (noise is not None) != bool(self.noise_channels):
-            raise ShapeError(f"this denoiser takes {self.noise_channels} noise channel(s); "
-                             f"{'pass' if self.noise_channels else 'do not pass'} a noise map")
-        self._check(z_t, 1, "z_t")
+        self._check_denoise(z_t, step, noise)
         return self._run("denoiser", Role.X0, {Role.Z_T: self._np(z_t), Role.LQ: self._np(lq),
                                                 Role.STUDENT_NOISE: None if noise is None else self._np(noise)})
 
