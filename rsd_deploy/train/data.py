@@ -13,6 +13,7 @@ file count draws a different subset of the whole set every epoch (not the first 
 from __future__ import annotations
 
 import logging
+import multiprocessing as mp
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
@@ -312,8 +313,12 @@ class BatchStream:
                            "process; lower the batch size or set data.length")
         self.state = LoaderState()
         self.queue = PairQueue(queue_size, batch_size, seed * 31 + rank) if queue_size > 0 else None
+        # workers start from a clean forkserver, not a fork of this (possibly multi-threaded) process:
+        # forking after OpenMP/TBB runtimes started (OpenVINO's, seen here) can crash the worker or the parent
+        context = "forkserver" if workers > 0 and "forkserver" in mp.get_all_start_methods() else None
         self.loader = DataLoader(dataset, batch_size=batch_size, sampler=self.sampler, drop_last=True,
-                                 num_workers=workers, persistent_workers=workers > 0)
+                                 num_workers=workers, persistent_workers=workers > 0,
+                                 multiprocessing_context=context)
         self._iter: Optional[Iterator] = None
 
     def load_state(self, state: LoaderState) -> None:
