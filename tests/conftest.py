@@ -28,7 +28,16 @@ def _has_tensorrt() -> bool:
     return bool(tensorrt_status()[0])
 
 
+def _loads_openvino(path: Path, _cache: dict = {}) -> bool:
+    if path not in _cache:
+        _cache[path] = "openvino" in path.read_text(errors="ignore")
+    return _cache[path]
+
+
 def pytest_collection_modifyitems(config, items):
+    # Tests that load OpenVINO run last: once its runtime lives in the pytest process, a later fork or
+    # process spawn from that process segfaults it (seen with a DataLoader worker and the 2-rank DDP test).
+    items.sort(key=lambda item: _loads_openvino(Path(str(item.path))))
     skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU")
     skip_trt = pytest.mark.skip(reason="needs TensorRT and a CUDA GPU (pip install -e .[trt])")
     for item in items:
