@@ -181,6 +181,7 @@ def test_without_real_images_fp32_export_reports_on_synthetic_images(tiny_rsd, t
     from rsd_deploy.export import calib
 
     monkeypatch.setattr(calib, "default_calibration_dirs", lambda: [])
+    monkeypatch.setattr(calib, "default_hr_calibration_dir", lambda: None)  # INT8 calibrates on hr_photos now
     with pytest.raises(ConfigError, match="--calib"):
         export_models(ExportConfig(out_dir=tmp_path / "int8", unet=tiny_rsd, vq_model=tiny_vq, int8=True,
                                    opt_shape=(1, 16, 16)))
