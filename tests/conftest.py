@@ -1,6 +1,7 @@
 """Shared test fixtures: paths to ../shared, the official tiny fixtures, and GPU/TensorRT auto-skips."""
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 from pathlib import Path
@@ -29,10 +30,9 @@ def _has_tensorrt() -> bool:
     return bool(tensorrt_status()[0])
 
 
-def _loads_openvino(path: Path, _cache: dict = {}) -> bool:
-    if path not in _cache:
-        _cache[path] = "openvino" in path.read_text(errors="ignore")
-    return _cache[path]
+@functools.lru_cache(maxsize=None)
+def _loads_openvino(path: Path) -> bool:
+    return "openvino" in path.read_text(errors="ignore")
 
 
 OPENVINO_CHILD_ENV = "RSD_TESTS_OPENVINO_CHILD"
