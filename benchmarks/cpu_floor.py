@@ -16,22 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-OUT = Path(__file__).resolve().parent / "results" / "cpu-fast"
-
-
-def uptime() -> str:
-    try:
-        return subprocess.run(["uptime"], capture_output=True, text=True, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+from cpu_fast import OUT, uptime  # benchmarks/ is on sys.path when this script runs
 
 
 def best_seconds(fn, repeats: int) -> float:
