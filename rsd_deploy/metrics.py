@@ -14,6 +14,11 @@ Protocol (shared/docs/PUBLISHED_NUMBERS.md section 5: the papers evaluate with p
   statistics, mean over the valid region (no padding), channels averaged. This equals BasicSR's
   ``calculate_ssim`` and scikit-image's ``structural_similarity(gaussian_weights=True, sigma=1.5,
   use_sample_covariance=False)`` (tests/test_metrics.py checks it on real images).
+* Colour error (issue 12's "mean colour shift"): mean over R, G, B of |channel mean of SR - channel mean
+  of the reference|, in 8-bit levels; a global tint or a washed-out image shows here, noise does not.
+* Detail ratio: mean gradient magnitude of the SR's Y over the reference's; gradients are forward
+  differences (``Y[:, 1:] - Y[:, :-1]`` and ``Y[1:] - Y[:-1]``, both cropped to (H-1, W-1)), magnitude
+  ``sqrt(gx^2 + gy^2)``. Below 1: blurrier than the reference; well above 1: invented texture or noise.
 """
 from __future__ import annotations
 
@@ -113,6 +118,42 @@ def ssim(a: Any, b: Any, data_range: float = 255.0, channel_axis: Optional[int] 
     return float(s.mean())
 
 
+def _rgb8_pair(sr: Any, ref: Any, what: str) -> tuple:
+    x, y = as_numpy(sr), as_numpy(ref)
+    _same_shape(x, y, what)
+    if x.ndim != 3 or x.shape[-1] != 3:
+        raise ShapeError(f"{what} takes (H, W, 3) RGB images; got shape {x.shape}")
+    return x.astype(np.float64), y.astype(np.float64)
+
+
+def colour_error(sr: Any, ref: Any) -> float:
+    """Mean over R, G, B of |mean of the channel in ``sr`` - mean in ``ref``| of two (H, W, 3) 8-bit images,
+    in 8-bit levels (0 for identical colour balance)."""
+    x, y = _rgb8_pair(sr, ref, "colour error")
+    return float(np.mean(np.abs(x.mean(axis=(0, 1)) - y.mean(axis=(0, 1)))))
+
+
+def mean_gradient(y: Any) -> float:
+    """Mean forward-difference gradient magnitude of an (H, W) image (H, W >= 2), float64."""
+    x = as_numpy(y).astype(np.float64)
+    if x.ndim != 2 or min(x.shape) < 2:
+        raise ShapeError(f"mean gradient takes an (H, W) image of at least 2x2 px; got shape {x.shape}")
+    gx = x[:-1, 1:] - x[:-1, :-1]
+    gy = x[1:, :-1] - x[:-1, :-1]
+    return float(np.mean(np.sqrt(gx * gx + gy * gy)))
+
+
+def detail_ratio(sr: Any, ref: Any) -> float:
+    """Mean gradient magnitude of ``sr``'s Y / that of ``ref``'s Y (two (H, W, 3) 8-bit RGB images):
+    1.0 = as much detail as the reference, 0 = flat."""
+    x, y = _rgb8_pair(sr, ref, "detail ratio")
+    denominator = mean_gradient(rgb_to_y(y))
+    if denominator == 0.0:
+        raise ShapeError("detail ratio: the reference image is flat (no gradient); compare against an image "
+                         "with detail")
+    return mean_gradient(rgb_to_y(x)) / denominator
+
+
 def sr_metrics(sr: Any, hr: Any) -> Dict[str, float]:
     """PSNR/SSIM on Y and on RGB of two (H, W, 3) 8-bit RGB images (SR vs HR)."""
     sr_, hr_ = as_numpy(sr), as_numpy(hr)
@@ -123,4 +164,4 @@ def sr_metrics(sr: Any, hr: Any) -> Dict[str, float]:
 
 
 __all__ = ["to_uint8", "quantize", "rgb_to_y", "psnr", "ssim", "sr_metrics", "gaussian_window", "as_numpy",
-           "METRIC_NOTE"]
+           "colour_error", "mean_gradient", "detail_ratio", "METRIC_NOTE"]

@@ -86,3 +86,51 @@ def test_uint8_rounding_is_what_rsd_upscale_writes():
     np.testing.assert_array_equal(metrics.to_uint8(torch.from_numpy(model)), u)
     np.testing.assert_array_equal(metrics.to_uint8(np.array([-2.0, -1.0, 0.0, 1.0, 3.0])), [0, 0, 128, 255, 255])
     assert metrics.quantize(np.array([1.0, 0.0]), 65535, np.uint16).tolist() == [65535, 32768]
+
+
+def test_colour_error_known_cases_and_shape_errors():
+    rng = np.random.default_rng(0)
+    img = rng.integers(20, 230, (6, 5, 3), dtype=np.uint8)
+    assert metrics.colour_error(img, img) == 0.0
+    shifted = img.copy()
+    shifted[..., 1] += 10  # +10 levels on G only: (0 + 10 + 0) / 3
+    assert metrics.colour_error(shifted, img) == pytest.approx(10 / 3, abs=1e-12)
+    assert metrics.colour_error(img, shifted) == pytest.approx(10 / 3, abs=1e-12)
+    # by hand: per-channel means of a 2x1 image
+    a = np.array([[[0, 0, 0]], [[10, 20, 30]]], np.uint8)  # means 5, 10, 15
+    b = np.array([[[4, 4, 4]], [[4, 4, 4]]], np.uint8)  # means 4, 4, 4
+    assert metrics.colour_error(a, b) == pytest.approx((1 + 6 + 11) / 3, abs=1e-12)
+    with pytest.raises(ShapeError, match="differently shaped"):
+        metrics.colour_error(img, img[:5])
+    with pytest.raises(ShapeError, match="RGB"):
+        metrics.colour_error(img[..., 0], img[..., 0])
+
+
+def test_detail_ratio_forward_differences_by_hand():
+    rng = np.random.default_rng(1)
+    img = rng.integers(0, 256, (7, 9, 3), dtype=np.uint8)
+    assert metrics.detail_ratio(img, img) == pytest.approx(1.0, abs=1e-12)
+    flat = np.full_like(img, 128)
+    assert metrics.detail_ratio(flat, img) == 0.0
+    with pytest.raises(ShapeError, match="flat"):
+        metrics.detail_ratio(img, flat)
+    with pytest.raises(ShapeError, match="differently shaped"):
+        metrics.detail_ratio(img, img[:, :8])
+
+    def mean_grad(rgb):  # independent: loops over pixels, Y by its BT.601 formula
+        y = 16 + (65.481 * rgb[..., 0] + 128.553 * rgb[..., 1] + 24.966 * rgb[..., 2]) / 255
+        total = 0.0
+        for i in range(y.shape[0] - 1):
+            for j in range(y.shape[1] - 1):
+                total += ((y[i, j + 1] - y[i, j]) ** 2 + (y[i + 1, j] - y[i, j]) ** 2) ** 0.5
+        return total / ((y.shape[0] - 1) * (y.shape[1] - 1))
+
+    other = rng.integers(0, 256, (7, 9, 3), dtype=np.uint8)
+    expected = mean_grad(other.astype(np.float64)) / mean_grad(img.astype(np.float64))
+    assert metrics.detail_ratio(other, img) == pytest.approx(expected, rel=1e-12)
+    # a grey horizontal ramp of 3 levels per column: Y gradient 3 * (65.481 + 128.553 + 24.966) / 255 everywhere
+    ramp = np.repeat(np.repeat((np.arange(8) * 3).astype(np.uint8)[None, :, None], 4, 0), 3, 2)
+    assert metrics.mean_gradient(metrics.rgb_to_y(ramp)) == pytest.approx(3 * 219 / 255, rel=1e-12)
+    # a blurred image has less detail than its source
+    blurred = cv2.GaussianBlur(img, (3, 3), 1.0)
+    assert metrics.detail_ratio(blurred, img) < 0.8
