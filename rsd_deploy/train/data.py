@@ -44,6 +44,29 @@ def list_images(folders: Sequence[str | Path], recursive: bool = False) -> List[
     return files
 
 
+def read_split(path: str | Path, part: str) -> List[str]:
+    """The file names of one part ("train" / "val") of a split file ``{"train": [...], "val": [...]}``."""
+    import json
+
+    try:
+        names = json.loads(Path(path).read_text())[part]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise RSDError(f"split file {path} has no {part!r} list of file names ({type(exc).__name__}); fix data.hr_split")
+    if not isinstance(names, list) or not names:
+        raise RSDError(f"split file {path}: {part!r} must be a non-empty list of file names")
+    return [str(n) for n in names]
+
+
+def select_files(files: Sequence[Path], names: Sequence[str]) -> List[Path]:
+    """The files whose names are listed (all must exist: a split that silently shrank would mislead)."""
+    by_name = {f.name: f for f in files}
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        raise RSDError(f"{len(missing)} file(s) of the split are not in the data folders (first: {missing[0]}); "
+                       "fix data.hr_split or data.hr_dirs")
+    return [by_name[n] for n in names]
+
+
 read_rgb = read_rgb_float  # (H, W, 3) float32 RGB in [0, 1]
 
 

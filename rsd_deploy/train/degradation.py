@@ -288,3 +288,12 @@ def degrade(hr: np.ndarray, rng: np.random.Generator, cfg: DegradationConfig = D
         img = _jpeg(img, rng, cfg.jpeg_range2)
         img = _filter(_resize(img, _mode(rng), size=(h // sf, w // sf)), sinc)
     return np.clip(np.round(img * 255.0) / 255.0, 0.0, 1.0).astype(np.float32)
+
+
+def bicubic_downsample(hr: np.ndarray, scale: int) -> np.ndarray:
+    """Plain bicubic LR: antialiased bicubic (a = -0.75) by ``scale``, rounded to 8 bits, in [0, 1]."""
+    h, w = hr.shape[:2]
+    t = torch.from_numpy(np.ascontiguousarray(hr.transpose(2, 0, 1)))[None].float()
+    lr = F.interpolate(t, size=(h // scale, w // scale), mode="bicubic", align_corners=False, antialias=True)
+    lr = lr[0].numpy().transpose(1, 2, 0)
+    return np.clip(np.round(lr * 255.0) / 255.0, 0.0, 1.0).astype(np.float32)

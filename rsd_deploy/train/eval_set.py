@@ -232,17 +232,19 @@ def markdown(report: EvalReport, command: str = "") -> str:
     return "\n".join(lines)
 
 
-def write_report(report: EvalReport, config: EvalConfig) -> None:
-    def finite(value: Any) -> Any:  # JSON has no inf: identical images give PSNR "inf"
-        if isinstance(value, float) and not np.isfinite(value):
-            return str(value)
-        if isinstance(value, dict):
-            return {k: finite(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [finite(v) for v in value]
-        return value
+def json_finite(value: Any) -> Any:
+    """``value`` with non-finite floats as strings ("inf"): JSON has no inf, and identical images give PSNR inf."""
+    if isinstance(value, float) and not np.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: json_finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_finite(v) for v in value]
+    return value
 
-    atomic_write_text(config.output_dir / "report.json", json.dumps(finite(report.to_dict()), indent=1) + "\n")
+
+def write_report(report: EvalReport, config: EvalConfig) -> None:
+    atomic_write_text(config.output_dir / "report.json", json.dumps(json_finite(report.to_dict()), indent=1) + "\n")
     atomic_write_text(config.output_dir / "report.md", markdown(report, config.command))
 
 

@@ -1,102 +1,100 @@
-"""Evaluate ResShift-type models on paired folders: PSNR/SSIM (Y) and CPU time per image.
+"""Issue 12's result tables: bicubic, the teacher (all steps and its one-step x0) and the RSD student on
+paired sets, plus the colour check of the student's rsd-upscale outputs (e.g. on realset65).
 
-  python train/scripts/evaluate_models.py --vq VQ --teacher TEACHER [--student STUDENT] \
-      --lq ../shared/data/imagenet_val_sr/lq --gt ../shared/data/imagenet_val_sr/gt [--json out.json]
+  python train/scripts/evaluate_models.py --vq VQ --teacher TEACHER --student STUDENT \
+      --pairs imagenet_val_sr=../shared/data/imagenet_val_sr --pairs hr_photos_val=runs/hr_photos_val \
+      --colour-check ../shared/data/realset65 --json runs/eval/compare.json
+  python train/scripts/evaluate_models.py --student default --colour-check ../shared/data/realset65 \
+      --json runs/eval/default_colour.json          # the embedded demo model, no teacher
 
-Rows: teacher at 1 step (from T-1), teacher with its full T steps, student at 1 step (if given), and the
-bicubic x4 baseline. Same seed per image for every row.
+--pairs NAME=DIR: DIR holds lq/ and gt/ with the same file names (make_val_crops.py writes one).
+Without --teacher the teacher rows are skipped. Writes JSON and a Markdown table (same stem, .md),
+both atomically, with this command line. Library: rsd_deploy.train.compare.
 """
 from __future__ import annotations
 
 import argparse
-import json
+import logging
+import shlex
 import sys
-import time
 from pathlib import Path
-
-import torch
+from typing import List, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 
-def bicubic_scores(lq_dir: str, gt_dir: str, limit: int | None) -> dict:
-    from rsd_deploy import metrics
-    from rsd_deploy.pipeline.image_io import bicubic_x4
-    from rsd_deploy.train.data import PairedDataset
-
-    ds = PairedDataset(lq_dir, gt_dir, lq_size=None, hflip=False)
-    n = len(ds) if limit is None else min(limit, len(ds))
-    p, s = [], []
-    for i in range(n):
-        item = ds[i]
-        up = bicubic_x4(item["lq"][None])
-        a = metrics.rgb_to_y(metrics.to_uint8(up[0]), channel_axis=0)
-        b = metrics.rgb_to_y(metrics.to_uint8(item["gt"]), channel_axis=0)
-        p.append(metrics.psnr(a, b))
-        s.append(metrics.ssim(a, b))
-    return {"psnr": sum(p) / n, "ssim": sum(s) / n, "seconds_per_image": 0.0, "images": n}
+def _pair_arg(text: str) -> Tuple[str, Path]:
+    name, sep, folder = text.partition("=")
+    if not sep or not name or not folder:
+        raise argparse.ArgumentTypeError(f"--pairs takes NAME=DIR (DIR with lq/ and gt/); got {text!r}")
+    return name, Path(folder)
 
 
-def interleaved_timing(vq, schedule, runs, lq_dir: str, gt_dir: str, n: int) -> dict:  # noqa: ANN001
-    import statistics
-
-    from rsd_deploy.train.data import PairedDataset
-    from rsd_deploy.train.evaluate import super_resolve
-
-    ds = PairedDataset(lq_dir, gt_dir, lq_size=None, hflip=False)
-    times: dict = {name: [] for name, _, _ in runs}
-    for i in range(min(n, len(ds))):
-        lq = ds[i]["lq"][None]
-        for name, net, one in runs:
-            start = time.perf_counter()
-            super_resolve(net, vq, schedule, lq, one, torch.Generator().manual_seed(i))
-            times[name].append((time.perf_counter() - start) * 1000)
-    return {k: round(statistics.median(v), 1) for k, v in times.items()}
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--vq", required=True)
-    parser.add_argument("--teacher", required=True)
-    parser.add_argument("--student")
-    parser.add_argument("--lq", required=True)
-    parser.add_argument("--gt", required=True)
-    parser.add_argument("--limit", type=int)
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--vq", type=Path, help="VQ-f4 autoencoder of the teacher and student checkpoints")
+    parser.add_argument("--teacher", type=Path, help="ResShift teacher checkpoint (rows: all steps, one-step x0)")
+    parser.add_argument("--teacher-kind", default="resshift-v1", choices=("resshift-v1", "resshift-v3"))
+    parser.add_argument("--student", help="RSD student checkpoint, or 'default' for the embedded demo model")
+    parser.add_argument("--pairs", type=_pair_arg, action="append", default=[], metavar="NAME=DIR")
+    parser.add_argument("--colour-check", type=Path, metavar="LR_DIR",
+                        help="colour error of each student output against its bicubic upscale (needs --student)")
+    parser.add_argument("--limit", type=int, help="first N images of every set")
+    parser.add_argument("--seed", type=int, default=0, help="noise seed (rsd-upscale's --seed), same for every row")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--json", type=Path)
-    parser.add_argument("--timing", type=int, default=0,
-                        help="also time the rows interleaved image by image on N images (median ms), so that "
-                             "load changes on a shared machine hit every row alike")
-    parser.add_argument("--rows", default="bicubic,teacher_1_step,teacher_15_steps,student_1_step",
-                        help="comma-separated subset of rows to compute")
+    parser.add_argument("--device", choices=("cpu", "cuda"))
+    parser.add_argument("--json", type=Path, required=True, help="results file; the table goes beside it (.md)")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    from rsd_deploy import load_checkpoint
-    from rsd_deploy.models.schedule import Schedule
-    from rsd_deploy.train.evaluate import evaluate_pairs
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from rsd_deploy.errors import RSDError
+    from rsd_deploy.train import compare
+    from rsd_deploy.types import ModelKind
 
-    vq, teacher = load_checkpoint(args.vq), load_checkpoint(args.teacher)
-    schedule = Schedule.preset("v1")
-    wanted = set(args.rows.split(","))
-    rows = {"bicubic": bicubic_scores(args.lq, args.gt, args.limit)} if "bicubic" in wanted else {}
-    runs = [("teacher_1_step", teacher, True), ("teacher_15_steps", teacher, False)]
-    if args.student:
-        runs.append(("student_1_step", load_checkpoint(args.student), True))
-    for name, net, one in runs:
-        if name not in wanted:
-            continue
-        t0 = time.time()
-        rows[name] = evaluate_pairs(net, vq, schedule, args.lq, args.gt, one_step=one, max_images=args.limit)
-        print(f"{name:18s} PSNR {rows[name]['psnr']:.2f}  SSIM {rows[name]['ssim']:.4f}  "
-              f"{rows[name]['seconds_per_image'] * 1000:.0f} ms/image  ({time.time() - t0:.0f}s)", flush=True)
-    if "bicubic" in rows:
-        print(f"{'bicubic':18s} PSNR {rows['bicubic']['psnr']:.2f}  SSIM {rows['bicubic']['ssim']:.4f}")
-    if args.timing:
-        rows["interleaved_timing_ms"] = interleaved_timing(vq, schedule, runs, args.lq, args.gt, args.timing)
-        print("interleaved median ms/image:", rows["interleaved_timing_ms"])
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
+    command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
+    notes: List[str] = list(compare.NOTES)
+    try:
+        if not args.pairs and args.colour_check is None:
+            raise RSDError("nothing to do: pass --pairs NAME=DIR and/or --colour-check LR_DIR")
+        if args.colour_check is not None and args.student is None:
+            raise RSDError("--colour-check runs the student: pass --student PATH (with --vq) or --student default")
+        for _, folder in args.pairs:
+            compare.paired_folder(folder)  # before any model loads: a wrong folder fails at once
+        rows = compare.contenders(args.vq, args.teacher, args.student, ModelKind(args.teacher_kind), args.device,
+                                  args.threads)
+        if args.teacher is None and args.pairs:
+            notes.append("no --teacher given: the teacher rows are skipped")
+            logging.warning("no --teacher given: the teacher rows (all steps, one-step x0) are skipped")
+        pipelines = {c.name: compare.build_pipeline(c.source, seed=args.seed) for c in rows}
+        labels = {c.name: c.label for c in rows}
+        if args.student is not None:
+            labels[compare.STUDENT] += " (embedded demo model)" if args.student == "default" else ""
+        sets = []
+        for name, folder in args.pairs:
+            result = compare.compare_set(name, folder, pipelines, labels, args.limit)
+            sets.append(result)
+            for r in result.rows:
+                m = result.means[r]
+                print(f"{name:16s} {r:18s} Y-PSNR {m['psnr_y']:6.2f}  SSIM {m['ssim_y']:.4f}  colour "
+                      f"{m['colour_error']:5.2f}  detail {m['detail_ratio']:.3f}", flush=True)
+            for k, d in result.paired.items():
+                print(f"{name:16s} {k:36s} {d['mean']:+.2f} +- {d['std']:.2f} dB, wins {d['wins']}/{d['total']}")
+        colour = None
+        if args.colour_check is not None:
+            colour = compare.colour_check(pipelines[compare.STUDENT], args.colour_check, args.limit)
+            colour["model"] = labels[compare.STUDENT]
+            print(f"colour check {args.colour_check}: max {colour['max']:.2f}, mean {colour['mean']:.2f}, "
+                  f"{colour['over_threshold']}/{colour['images']} over {colour['threshold']:g} levels; worst "
+                  + ", ".join(f"{w['image']} {w['colour_error']:.2f}" for w in colour["worst"]))
+        settings = {"vq": str(args.vq) if args.vq else None, "teacher": str(args.teacher) if args.teacher else None,
+                    "teacher_kind": args.teacher_kind, "student": args.student, "seed": args.seed,
+                    "threads": args.threads, "limit": args.limit}
+        json_path, md_path = compare.write_results(args.json, sets, colour, settings, command, notes)
+    except RSDError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {json_path} and {md_path}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
