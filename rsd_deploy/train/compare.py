@@ -39,7 +39,8 @@ TEACHER_FULL = "teacher_15_steps"
 TEACHER_ONE = "teacher_1_step"
 STUDENT = "student_1_step"
 COLUMNS = (("psnr_y", "Y-PSNR (dB)", 2), ("ssim_y", "SSIM (Y)", 4), ("colour_error", "colour error (levels)", 2),
-           ("detail_ratio", "detail ratio", 3), ("seconds", "s/image", 3))
+           ("detail_ratio", "detail ratio (pooled)", 3),
+           ("mean_of_image_detail_ratios", "detail ratio (mean of images)", 3), ("seconds", "s/image", 3))
 PAIRED_METRIC = "psnr_y"
 COLOUR_LIMIT = 3.0  # issue 12: each realset65 output within 3 levels of its bicubic upscale
 
@@ -229,7 +230,8 @@ def markdown(sets: Sequence[SetResult], colour: Optional[Dict[str, Any]], comman
         lines += [f"## {s.name} ({n} pairs, {s.folder})", "",
                   "| row | " + " | ".join(c[1] for c in COLUMNS) + " |", "|---|" + "---|" * len(COLUMNS)]
         for r in s.rows:
-            lines.append(f"| {s.labels.get(r, r)} | " + " | ".join(_fmt(s.means[r][c[0]], c[2]) for c in COLUMNS) + " |")
+            cells = " | ".join(_fmt(s.means[r][c[0]], c[2]) for c in COLUMNS)
+            lines.append(f"| {s.labels.get(r, r)} | {cells} |")
         if s.paired:
             lines += ["", "Paired Y-PSNR differences, image by image (dB):", "",
                       "| difference | mean | std | student wins |", "|---|---|---|---|"]
@@ -269,4 +271,5 @@ NOTES = (metrics.METRIC_NOTE,
          "image); s/image is wall time on a shared machine (indicative only)")
 
 __all__ = ["Contender", "contenders", "student_source", "build_pipeline", "compare_set", "colour_check",
-           "paired_differences", "pooled_detail_ratio", "score", "bicubic_rgb8", "upscale_rgb8", "write_results", "markdown", "SetResult"]
+           "paired_differences", "pooled_detail_ratio", "score", "bicubic_rgb8", "upscale_rgb8", "write_results",
+           "markdown", "SetResult"]

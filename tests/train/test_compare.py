@@ -123,7 +123,8 @@ def test_bicubic_row_equals_hand_computed_metrics(crop_set):
 def test_paired_differences_by_hand():
     from rsd_deploy.train.compare import paired_differences
 
-    per_image = [{"student_1_step": {"psnr_y": s}, "bicubic": {"psnr_y": b}} for s, b in ((21, 20), (19, 20.5), (23, 20))]
+    pairs = ((21, 20), (19, 20.5), (23, 20))
+    per_image = [{"student_1_step": {"psnr_y": s}, "bicubic": {"psnr_y": b}} for s, b in pairs]
     d = paired_differences(per_image, ["bicubic", "student_1_step"])["student_1_step - bicubic"]
     diffs = np.array([1.0, -1.5, 3.0])
     assert d["mean"] == pytest.approx(diffs.mean()) and d["std"] == pytest.approx(diffs.std(ddof=1))
@@ -215,6 +216,8 @@ def test_script_writes_json_and_markdown_and_says_why_rows_are_missing(crop_set,
     assert data["command"].startswith("python evaluate_models.py --vq")
     md = out.with_suffix(".md").read_text()
     assert "evaluate_models.py --vq" in md and "| student_1_step - bicubic |" in md and "Colour check" in md
+    means = data["sets"][0]["means"]["bicubic"]
+    assert f"| {means['detail_ratio']:.3f} | {means['mean_of_image_detail_ratios']:.3f} |" in md
     capsys.readouterr()
     monkeypatch.setattr(sys, "argv", argv[:1] + ["--pairs", f"x={tmp_path}", "--json", str(tmp_path / "x.json")])
     assert script.main() == 2
