@@ -13,6 +13,11 @@ def _tupled(d: Dict[str, Any]) -> Dict[str, Any]:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
 
 
+def _check_norm_groups(what: str, widths: list, groups: int) -> None:
+    if groups < 1 or any(w % groups for w in widths):
+        raise ValueError(f"every {what} width must be a multiple of norm_groups={groups} (GroupNorm), got {widths}")
+
+
 class _ConfigMixin:
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)  # type: ignore[call-overload]
@@ -46,13 +51,15 @@ class UNetConfig(_ConfigMixin):
     window_size: int = 8
     mlp_ratio: float = 4.0
     noise_channels: int = 0  # RSD student: extra N(0, I) input maps appended after [x, lq]
+    # GroupNorm groups (official: 32). Narrow nets need fewer: with one channel per group every norm
+    # removes each channel's mean, and a global colour (a flat region, a colour cast) cannot survive.
+    norm_groups: int = 32
 
     def __post_init__(self) -> None:
         if len(self.num_res_blocks) != len(self.channel_mult):
             raise ValueError("num_res_blocks and channel_mult must have the same length")
         widths = [self.model_channels * m for m in self.channel_mult] + [self.swin_embed_dim]
-        if any(w % 32 for w in widths):
-            raise ValueError(f"every UNet width must be a multiple of 32 (GroupNorm 32 groups), got {widths}")
+        _check_norm_groups("UNet", widths, self.norm_groups)
         if self.swin_embed_dim % self.num_head_channels:
             raise ValueError("swin_embed_dim must be a multiple of num_head_channels")
         if self.noise_channels < 0:
@@ -106,10 +113,10 @@ class VQConfig(_ConfigMixin):
     num_res_blocks: int = 2
     in_channels: int = 3
     out_ch: int = 3
+    norm_groups: int = 32  # GroupNorm groups (official: 32); see UNetConfig.norm_groups
 
     def __post_init__(self) -> None:
-        if any((self.ch * m) % 32 for m in self.ch_mult):
-            raise ValueError("every VQ width must be a multiple of 32 (GroupNorm 32 groups)")
+        _check_norm_groups("VQ", [self.ch * m for m in self.ch_mult], self.norm_groups)
 
     @property
     def downsample_factor(self) -> int:

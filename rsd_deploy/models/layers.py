@@ -30,8 +30,12 @@ class GroupNorm32(nn.GroupNorm):
                             self.bias.float() if self.bias is not None else None, self.eps).to(x.dtype)
 
 
-def normalization(channels: int, eps: float = 1e-5) -> GroupNorm32:
-    return GroupNorm32(32, channels, eps=eps)
+#: GroupNorm groups of the official networks (``Normalize`` / ``normalization`` upstream)
+NORM_GROUPS = 32
+
+
+def normalization(channels: int, eps: float = 1e-5, groups: int = NORM_GROUPS) -> GroupNorm32:
+    return GroupNorm32(groups, channels, eps=eps)
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -51,12 +55,14 @@ class ResBlock(nn.Module):
     Submodule names follow the official checkpoint keys (in_layers / emb_layers / out_layers / skip_connection).
     """
 
-    def __init__(self, channels: int, emb_channels: int, out_channels: Optional[int] = None, dropout: float = 0.0):
+    def __init__(self, channels: int, emb_channels: int, out_channels: Optional[int] = None, dropout: float = 0.0,
+                 groups: int = NORM_GROUPS):
         super().__init__()
         out_channels = out_channels or channels
-        self.in_layers = nn.Sequential(normalization(channels), nn.SiLU(), nn.Conv2d(channels, out_channels, 3, padding=1))
+        self.in_layers = nn.Sequential(normalization(channels, groups=groups), nn.SiLU(),
+                                       nn.Conv2d(channels, out_channels, 3, padding=1))
         self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_channels, 2 * out_channels))
-        self.out_layers = nn.Sequential(normalization(out_channels), nn.SiLU(), nn.Dropout(dropout),
+        self.out_layers = nn.Sequential(normalization(out_channels, groups=groups), nn.SiLU(), nn.Dropout(dropout),
                                         nn.Conv2d(out_channels, out_channels, 3, padding=1))
         self.skip_connection: nn.Module = (nn.Identity() if out_channels == channels
                                            else nn.Conv2d(channels, out_channels, 1))

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rsd_deploy.models.layers import is_exporting, normalization
+from rsd_deploy.models.layers import NORM_GROUPS, is_exporting, normalization
 
 MASK_VALUE = -100.0  # the official additive mask value (safe in fp16/bf16)
 
@@ -107,12 +107,13 @@ class Mlp(nn.Module):
 class SwinBlock(nn.Module):
     """``x + WMSA(GN(x))`` then ``x + MLP(GN(x))`` on a channels-first map; optional cyclic shift."""
 
-    def __init__(self, dim: int, num_heads: int, window: int, shift: int, mlp_ratio: float):
+    def __init__(self, dim: int, num_heads: int, window: int, shift: int, mlp_ratio: float,
+                 groups: int = NORM_GROUPS):
         super().__init__()
         self.window, self.shift = window, shift
-        self.norm1 = normalization(dim)
+        self.norm1 = normalization(dim, groups=groups)
         self.attn = WindowAttention(dim, window, num_heads)
-        self.norm2 = normalization(dim)
+        self.norm2 = normalization(dim, groups=groups)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
         if shift > 0:
             self.register_buffer("window_mask", official_window_mask_pattern(window, shift), persistent=False)
@@ -163,7 +164,7 @@ class SwinLayer(nn.Module):
     window), conv1x1 D->C. No residual around the layer (as upstream)."""
 
     def __init__(self, channels: int, embed_dim: int, num_heads: int, window: int, resolution: int, depth: int,
-                 mlp_ratio: float):
+                 mlp_ratio: float, groups: int = NORM_GROUPS):
         super().__init__()
         if resolution <= window:  # window clipped to the construction resolution, no shift
             window, shift = resolution, 0
@@ -173,7 +174,7 @@ class SwinLayer(nn.Module):
         self.patch_embed = _Proj(channels, embed_dim)
         self.patch_unembed = _Proj(embed_dim, channels)
         self.blocks = nn.ModuleList(
-            SwinBlock(embed_dim, num_heads, window, shift if i % 2 else 0, mlp_ratio) for i in range(depth))
+            SwinBlock(embed_dim, num_heads, window, shift if i % 2 else 0, mlp_ratio, groups) for i in range(depth))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(x)

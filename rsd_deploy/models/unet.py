@@ -47,11 +47,11 @@ class UNetSwin(nn.Module):
 
         def swin(channels: int, resolution: int) -> SwinLayer:
             return SwinLayer(channels, c.swin_embed_dim, c.num_heads, c.window_size, resolution, c.swin_depth,
-                             c.mlp_ratio)
+                             c.mlp_ratio, c.norm_groups)
 
         for level, mult in enumerate(c.channel_mult):
             for i in range(c.num_res_blocks[level]):
-                layers: List[nn.Module] = [ResBlock(ch, emb_dim, mult * c.model_channels)]
+                layers: List[nn.Module] = [ResBlock(ch, emb_dim, mult * c.model_channels, groups=c.norm_groups)]
                 ch = mult * c.model_channels
                 if c.image_size // ds in c.attention_resolutions and i == 0:
                     layers.append(swin(ch, c.image_size // ds))
@@ -62,12 +62,13 @@ class UNetSwin(nn.Module):
                 skip_channels.append(ch)
                 ds *= 2
 
-        self.middle_block = _Step(ResBlock(ch, emb_dim), swin(ch, c.image_size // ds), ResBlock(ch, emb_dim))
+        self.middle_block = _Step(ResBlock(ch, emb_dim, groups=c.norm_groups), swin(ch, c.image_size // ds),
+                                  ResBlock(ch, emb_dim, groups=c.norm_groups))
 
         self.output_blocks = nn.ModuleList()
         for level, mult in reversed(list(enumerate(c.channel_mult))):
             for i in range(c.num_res_blocks[level] + 1):
-                layers = [ResBlock(ch + skip_channels.pop(), emb_dim, mult * c.model_channels)]
+                layers = [ResBlock(ch + skip_channels.pop(), emb_dim, mult * c.model_channels, groups=c.norm_groups)]
                 ch = mult * c.model_channels
                 if c.image_size // ds in c.attention_resolutions and i == 0:
                     layers.append(swin(ch, c.image_size // ds))
@@ -76,7 +77,7 @@ class UNetSwin(nn.Module):
                     ds //= 2
                 self.output_blocks.append(_Step(*layers))
 
-        self.out = nn.Sequential(normalization(ch), nn.SiLU(), nn.Conv2d(ch, c.out_channels, 3, padding=1))
+        self.out = nn.Sequential(normalization(ch, groups=c.norm_groups), nn.SiLU(), nn.Conv2d(ch, c.out_channels, 3, padding=1))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, lq: torch.Tensor,
                 noise: Optional[torch.Tensor] = None) -> torch.Tensor:

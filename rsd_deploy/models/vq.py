@@ -12,21 +12,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from rsd_deploy.config import VQConfig
-from rsd_deploy.models.layers import GroupNorm32
+from rsd_deploy.models.layers import NORM_GROUPS, GroupNorm32
 
 _EPS = 1e-6
 
 
-def _norm(channels: int) -> nn.GroupNorm:
-    return GroupNorm32(32, channels, eps=_EPS)
+def _norm(channels: int, groups: int) -> nn.GroupNorm:
+    return GroupNorm32(groups, channels, eps=_EPS)
 
 
 class ResnetBlock(nn.Module):
-    def __init__(self, cin: int, cout: int):
+    def __init__(self, cin: int, cout: int, groups: int = NORM_GROUPS):
         super().__init__()
-        self.norm1 = _norm(cin)
+        self.norm1 = _norm(cin, groups)
         self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
-        self.norm2 = _norm(cout)
+        self.norm2 = _norm(cout, groups)
         self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
         if cin != cout:
             self.nin_shortcut = nn.Conv2d(cin, cout, 1)
@@ -42,9 +42,9 @@ class ResnetBlock(nn.Module):
 class AttnBlock(nn.Module):
     """Single-head global self-attention over all positions (1x1 conv q, k, v, proj_out)."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, groups: int = NORM_GROUPS):
         super().__init__()
-        self.norm = _norm(channels)
+        self.norm = _norm(channels, groups)
         self.q = nn.Conv2d(channels, channels, 1)
         self.k = nn.Conv2d(channels, channels, 1)
         self.v = nn.Conv2d(channels, channels, 1)
@@ -79,11 +79,11 @@ class _Up(nn.Module):
 
 
 class _Mid(nn.Module):
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, groups: int):
         super().__init__()
-        self.block_1 = ResnetBlock(channels, channels)
-        self.attn_1 = AttnBlock(channels)
-        self.block_2 = ResnetBlock(channels, channels)
+        self.block_1 = ResnetBlock(channels, channels, groups)
+        self.attn_1 = AttnBlock(channels, groups)
+        self.block_2 = ResnetBlock(channels, channels, groups)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.block_2(self.attn_1(self.block_1(x)))
@@ -105,14 +105,14 @@ class Encoder(nn.Module):
             cout = c.ch * mult
             blocks = nn.ModuleList()
             for _ in range(c.num_res_blocks):
-                blocks.append(ResnetBlock(cin, cout))
+                blocks.append(ResnetBlock(cin, cout, c.norm_groups))
                 cin = cout
             level = _Level(blocks)
             if i != len(c.ch_mult) - 1:
                 level.downsample = _Down(cin)
             self.down.append(level)
-        self.mid = _Mid(cin)
-        self.norm_out = _norm(cin)
+        self.mid = _Mid(cin, c.norm_groups)
+        self.norm_out = _norm(cin, c.norm_groups)
         self.conv_out = nn.Conv2d(cin, c.z_channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -131,20 +131,20 @@ class Decoder(nn.Module):
         super().__init__()
         cin = c.ch * c.ch_mult[-1]
         self.conv_in = nn.Conv2d(c.z_channels, cin, 3, padding=1)
-        self.mid = _Mid(cin)
+        self.mid = _Mid(cin, c.norm_groups)
         levels = []
         for i in reversed(range(len(c.ch_mult))):
             cout = c.ch * c.ch_mult[i]
             blocks = nn.ModuleList()
             for _ in range(c.num_res_blocks + 1):
-                blocks.append(ResnetBlock(cin, cout))
+                blocks.append(ResnetBlock(cin, cout, c.norm_groups))
                 cin = cout
             level = _Level(blocks)
             if i != 0:
                 level.upsample = _Up(cin)
             levels.insert(0, level)
         self.up = nn.ModuleList(levels)  # up[0] is the full-resolution level, as in the checkpoints
-        self.norm_out = _norm(cin)
+        self.norm_out = _norm(cin, c.norm_groups)
         self.conv_out = nn.Conv2d(cin, c.out_ch, 3, padding=1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:

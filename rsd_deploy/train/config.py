@@ -19,7 +19,7 @@ from rsd_deploy.train.degradation import DegradationConfig
 __all__ = ["ConfigError", "TrainConfig", "load_config", "PATH_KEYS", "MAX_GT_SIZE"]
 
 # keys whose values are files or folders: read from a config file they resolve against the file's folder
-PATH_KEYS = ("teacher", "vq", "data.hr_dirs", "data.lq_dir", "data.gt_dir", "val.lq_dir", "val.gt_dir",
+PATH_KEYS = ("teacher", "vq", "data.hr_dirs", "data.hr_split", "data.lq_dir", "data.gt_dir", "val.lq_dir", "val.gt_dir",
              "lpips.weights")
 MAX_GT_SIZE = 2048  # HR crop side ceiling: 8x the official 256; a batch of 8 such crops already needs ~40 GB
 
@@ -28,6 +28,7 @@ class Method(str, enum.Enum):
     RSD = "rsd"
     SINSR = "sinsr"
     TEACHER = "teacher"  # plain ResShift x0-MSE training
+    VQ = "vq"  # the VQ-f4 autoencoder itself (the other methods take it frozen)
 
 
 @dataclass
@@ -35,10 +36,14 @@ class DataConfig:
     """Training data: ``hr_dirs`` (degraded on the fly) or ``lq_dir`` + ``gt_dir`` (paired)."""
 
     hr_dirs: List[str] = field(default_factory=list)
+    hr_split: Optional[str] = None  # JSON {"train": [names], "val": [names]}: train on the "train" names only
     lq_dir: Optional[str] = None
     gt_dir: Optional[str] = None
     gt_size: int = 256  # HR crop side (official: 256)
     rescale_gt: bool = True  # official: random square of side min(h, w) resized to gt_size (area); False: native crop
+    # [ours] with rescale_gt False: a square of side gt_size / s, s ~ U(lo, hi), area-resized to gt_size
+    # (1 = native pixels; smaller s = denser detail, as in downscaled photos such as ImageNet's)
+    zoom_range: Tuple[float, float] = (1.0, 1.0)
     scale: int = 4
     hflip: bool = True
     workers: int = 0  # DataLoader worker processes per rank (persistent across epochs)
@@ -67,9 +72,12 @@ class OptimConfig:
     betas: Tuple[float, float] = (0.9, 0.95)
     weight_decay: float = 0.0
     warmup: int = 0  # linear LR warm-up iterations (SinSR: 5000)
+    lr_decay: str = "constant"  # constant (the official runs) | cosine: to lr_final x lr at optim.iterations
+    lr_final: float = 0.1
     grad_clip: Optional[float] = None
     ema: float = 0.999
     precision: str = "fp32"  # autocast for the trained nets: fp32 | bf16 (fp16 would need loss scaling)
+    channels_last: bool = False  # NHWC weights and activations (fast bf16 convolutions on CPUs and GPUs)
     vq_fp16: bool = True  # run the frozen VQ in fp16 on CUDA (ignored on CPU)
 
 
@@ -95,6 +103,24 @@ class SinSRConfig:
     distill_weight: float = 1.0
     inverse_weight: float = 1.0  # learn_xT
     gt_weight: float = 1.0  # finetune_use_gt
+
+
+@dataclass
+class VQTrainConfig:
+    """method vq: a VQ-f4 autoencoder trained continuous first, then quantised (all [ours])."""
+
+    model: Dict[str, Any] = field(default_factory=dict)  # VQConfig fields over the official ones
+    quantize_from: int = 0  # iteration where the codebook is fitted (k-means) and quantised training starts
+    latent_noise: float = 0.03  # N(0, s^2) added to the latent at the decoder while continuous
+    guide_weight: Tuple[float, float] = (1.0, 0.05)  # L1 pull of the latent to the 4x4-pooled image: start, end
+    gradient_weight: float = 0.5  # L1 on image gradients (edges and fine detail), beside the pixel L1
+    lr_share: float = 0.25  # share of each batch that is bicubic-upsampled LR (what z_y encodes)
+    kmeans_batches: int = 24  # batches of latents the codebook is fitted on
+    kmeans_iters: int = 12
+    commitment: float = 0.25  # beta of ||z - sg(z_q)||^2
+    codebook_decay: float = 0.99  # EMA codebook updates (no codebook gradient)
+    dead_after: int = 50  # a code unused for this many iterations restarts at a random current latent
+    lpips_weight: float = 0.1  # used only when lpips.weights names a local file
 
 
 @dataclass
@@ -127,6 +153,7 @@ class TrainConfig:
     val: ValConfig = field(default_factory=ValConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     rsd: RSDConfig = field(default_factory=RSDConfig)
+    vq_train: VQTrainConfig = field(default_factory=VQTrainConfig)
     sinsr: SinSRConfig = field(default_factory=SinSRConfig)
     lpips: LPIPSConfig = field(default_factory=LPIPSConfig)
     log: LogConfig = field(default_factory=LogConfig)
@@ -142,12 +169,17 @@ class TrainConfig:
             raise
 
     def _validate(self, world_size: int) -> None:
-        if self.method != Method.TEACHER and not self.teacher:
+        if self.method in (Method.RSD, Method.SINSR) and not self.teacher:
             raise ConfigError(f"method {self.method.value} needs `teacher:` (a ResShift checkpoint or 'default')")
         if self.method == Method.TEACHER and not self.teacher and not self.unet:
             raise ConfigError("method teacher needs `unet:` (architecture) or `teacher:` (initial weights)")
-        if not self.vq:
+        if not self.vq and self.method != Method.VQ:
             raise ConfigError("set `vq:` to the VQ-f4 autoencoder checkpoint (or 'default')")
+        v = self.vq_train
+        if self.method == Method.VQ and not 0 <= v.quantize_from < self.optim.iterations:
+            raise ConfigError(f"vq_train.quantize_from must be in 0 .. optim.iterations - 1, got {v.quantize_from}")
+        if not 0 <= v.lr_share < 1:
+            raise ConfigError(f"vq_train.lr_share must be in [0, 1), got {v.lr_share}")
         if not self.data.hr_dirs and not (self.data.lq_dir and self.data.gt_dir):
             raise ConfigError("set data.hr_dirs (HR folders) or data.lq_dir + data.gt_dir (paired folders)")
         o = self.optim
@@ -169,6 +201,11 @@ class TrainConfig:
         if o.batch_size % per_step:
             raise ConfigError(f"optim.batch_size {o.batch_size} must be a multiple of micro_batch x processes "
                               f"= {o.micro_batch} x {world_size}")
+        if o.lr_decay not in ("constant", "cosine"):
+            raise ConfigError(f"optim.lr_decay must be constant or cosine, got {o.lr_decay!r}")
+        lo, hi = self.data.zoom_range
+        if not 0 < lo <= hi <= 1:
+            raise ConfigError(f"data.zoom_range must be two numbers 0 < lo <= hi <= 1, got {self.data.zoom_range}")
         if o.precision not in ("fp32", "bf16"):
             raise ConfigError(f"optim.precision must be fp32 or bf16 (bf16 autocast needs no loss scaling), "
                               f"got {o.precision!r}")

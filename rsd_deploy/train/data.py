@@ -155,12 +155,15 @@ class DegradedHRDataset(_SeededDataset):
 
     def __init__(self, hr_dirs: Sequence[str | Path], gt_size: int = 256, scale: int = 4, hflip: bool = True,
                  degradation: DegradationConfig = DegradationConfig(), seed: int = 0, cache_bytes: int = 0,
-                 length: Optional[int] = None, rescale_gt: bool = True) -> None:
+                 length: Optional[int] = None, rescale_gt: bool = True,
+                 only: Optional[Sequence[str]] = None, zoom_range: Tuple[float, float] = (1.0, 1.0)) -> None:
         if gt_size % scale:
             raise RSDError(f"data.gt_size {gt_size} must be a multiple of the scale {scale}")
         self.files = list_images(hr_dirs, recursive=True)
+        if only is not None:
+            self.files = select_files(self.files, only)
         self.gt_size, self.scale, self.hflip, self.seed = gt_size, scale, hflip, seed
-        self.degradation, self.rescale_gt = degradation, rescale_gt
+        self.degradation, self.rescale_gt, self.zoom_range = degradation, rescale_gt, zoom_range
         self.length = length or len(self.files)
         self.cache = ImageCache(cache_bytes)
         self._order: Tuple[int, Optional[np.ndarray]] = (-1, None)
@@ -190,10 +193,14 @@ class DegradedHRDataset(_SeededDataset):
         if self.rescale_gt:
             gt = rescale_square(img, self.gt_size, rng)
         else:
-            img = _pad_to(img, self.gt_size)
+            lo, hi = self.zoom_range
+            side = self.gt_size if lo == hi == 1.0 else int(round(self.gt_size / rng.uniform(lo, hi)))
+            img = _pad_to(img, side)
             h, w = img.shape[:2]
-            top, left = int(rng.integers(h - self.gt_size + 1)), int(rng.integers(w - self.gt_size + 1))
-            gt = img[top:top + self.gt_size, left:left + self.gt_size]
+            top, left = int(rng.integers(h - side + 1)), int(rng.integers(w - side + 1))
+            gt = img[top:top + side, left:left + side]
+            if side != self.gt_size:
+                gt = cv2.resize(np.ascontiguousarray(gt), (self.gt_size, self.gt_size), interpolation=cv2.INTER_AREA)
         gt = np.ascontiguousarray(gt, dtype=np.float32)
         lq = degrade(gt, rng, self.degradation)
         return {"lq": to_tensor(lq), "gt": to_tensor(gt)}

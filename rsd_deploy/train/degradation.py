@@ -79,6 +79,9 @@ class DegradationConfig:
     poisson_scale_range2: Tuple[float, float] = (0.05, 2.5)
     gray_noise_prob2: float = 0.4
     jpeg_range2: Tuple[float, float] = (30.0, 95.0)
+    # [ours] share of pairs made by plain bicubic x4 downsampling instead (antialiased, as MATLAB's
+    # imresize), so a model also does well on bicubic benchmarks; ResShift itself uses 0
+    bicubic_prob: float = 0.0
 
     def kernel_sizes(self, stage: int) -> Tuple[int, ...]:
         """The odd kernel sizes drawn in a stage (1, or 2 = stage 2 and the final sinc)."""
@@ -90,6 +93,8 @@ class DegradationConfig:
 
         if self.scale < 1:
             raise RSDError(f"degradation.scale must be >= 1, got {self.scale}")
+        if not 0.0 <= self.bicubic_prob <= 1.0:
+            raise RSDError(f"degradation.bicubic_prob must be in [0, 1], got {self.bicubic_prob}")
         for name in ("blur_kernel_size", "blur_kernel_size2"):
             size = getattr(self, name)
             if size < 5 or size % 2 == 0:
@@ -264,6 +269,8 @@ def degrade(hr: np.ndarray, rng: np.random.Generator, cfg: DegradationConfig = D
     """
     h, w = hr.shape[:2]
     sf = cfg.scale
+    if cfg.bicubic_prob and rng.random() < cfg.bicubic_prob:
+        return bicubic_downsample(hr, sf)
     kernel1 = random_blur_kernel(rng, cfg, 1)
     kernel2 = random_blur_kernel(rng, cfg, 2)
     sinc = final_sinc_kernel(rng, cfg)

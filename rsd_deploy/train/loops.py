@@ -25,9 +25,9 @@ from torch import nn
 from rsd_deploy.errors import RSDError
 from rsd_deploy.models.schedule import Schedule
 from rsd_deploy.train import checkpointing
-from rsd_deploy.train.config import ConfigError, TrainConfig
+from rsd_deploy.train.config import ConfigError, Method as MethodName, TrainConfig
 from rsd_deploy.train import rundir
-from rsd_deploy.train.data import BatchStream, DegradedHRDataset, LoaderState, PairedDataset
+from rsd_deploy.train.data import BatchStream, DegradedHRDataset, LoaderState, PairedDataset, read_split
 from rsd_deploy.train.distributed import (DistInfo, all_reduce_mean, any_rank, barrier, broadcast_object,
                                           gather_objects, init_distributed)
 from rsd_deploy.train.ema import unwrap
@@ -55,7 +55,9 @@ class Trainer:
         self.sched = ScheduleTensors(self.schedule, self.device)
         torch.manual_seed(cfg.seed + self.dist.rank)
         self.generator = torch.Generator().manual_seed(cfg.seed * 7919 + self.dist.rank)
-        self.vq = load_network(cfg.vq, "vq").to(self.device).eval().requires_grad_(False)  # type: ignore[arg-type]
+        # method vq trains the autoencoder itself; every other method takes it frozen
+        self.vq = (None if cfg.method == MethodName.VQ else
+                   load_network(cfg.vq, "vq").to(self.device).eval().requires_grad_(False))  # type: ignore[arg-type]
         d = cfg.data
         self.stream = BatchStream(self._dataset(), cfg.optim.micro_batch, cfg.seed, self.dist.rank,
                                   self.dist.world_size, d.workers, d.queue_size)
@@ -66,6 +68,9 @@ class Trainer:
         self.exported: List[Path] = []
         self.samples = 0  # training samples drawn by this process (throughput)
         self.method = build_method(cfg, self)
+        if cfg.optim.channels_last:
+            for net in [*self.method.models.values(), *([self.vq] if self.vq is not None else [])]:
+                net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self._check_crop_fits(unwrap(self.method.deployable()))
         self._writer = None
         self._purge_step: Optional[int] = None
@@ -152,8 +157,10 @@ class Trainer:
     def _dataset(self):  # noqa: ANN202
         d = self.cfg.data
         if d.hr_dirs:
+            only = read_split(d.hr_split, "train") if d.hr_split else None
             return DegradedHRDataset(d.hr_dirs, d.gt_size, d.scale, d.hflip, d.degradation, self.cfg.seed,
-                                     cache_bytes=d.cache_mb << 20, length=d.length, rescale_gt=d.rescale_gt)
+                                     cache_bytes=d.cache_mb << 20, length=d.length, rescale_gt=d.rescale_gt,
+                                     only=only, zoom_range=tuple(d.zoom_range))
         return PairedDataset(d.lq_dir, d.gt_dir, d.gt_size // d.scale, d.scale, d.hflip, self.cfg.seed)  # type: ignore[arg-type]
 
     @contextlib.contextmanager
@@ -178,10 +185,14 @@ class Trainer:
         with self._vq_precision():
             return self.vq.decode(z_st, quantize=False).float()  # type: ignore[operator]
 
-    def next_batch(self) -> Batch:
+    def next_images(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The next micro-batch as images: (LR, HR), both in [-1, 1], on the device."""
         raw = self.stream.next()
         self.samples += raw["gt"].shape[0]
-        lq, gt = raw["lq"].to(self.device), raw["gt"].to(self.device)
+        return raw["lq"].to(self.device), raw["gt"].to(self.device)
+
+    def next_batch(self) -> Batch:
+        lq, gt = self.next_images()
         up = F.interpolate(lq, scale_factor=self.cfg.data.scale, mode="bicubic", align_corners=False)
         return Batch(z0=self.encode(gt), z_y=self.encode(up), lq=lq, gt=gt)
 
@@ -205,6 +216,9 @@ class Trainer:
     def set_lr(self, optimizer: torch.optim.Optimizer, iteration: int) -> None:
         o = self.cfg.optim
         factor = min(1.0, (iteration + 1) / o.warmup) if o.warmup > 0 else 1.0
+        if o.lr_decay == "cosine":
+            progress = min(1.0, iteration / max(o.iterations, 1))
+            factor *= o.lr_final + (1 - o.lr_final) * 0.5 * (1 + math.cos(math.pi * progress))
         for group in optimizer.param_groups:
             group["lr"] = o.lr * factor
 
@@ -378,7 +392,13 @@ class Trainer:
     @torch.no_grad()
     def validate(self) -> Dict[str, float]:
         v = self.cfg.val
-        if not (v.lq_dir and v.gt_dir) or not self.dist.is_main:
+        if not self.dist.is_main:
+            return {}
+        own = self.method.validate(self)
+        if own is not None:
+            logger.info("validation at %d: %s", self.iteration, ", ".join(f"{k} {val:.4f}" for k, val in own.items()))
+            return own
+        if not (v.lq_dir and v.gt_dir):
             return {}
         from rsd_deploy.train.evaluate import evaluate_pairs
 
@@ -435,7 +455,7 @@ class Trainer:
             if cfg.val.every and self.iteration % cfg.val.every == 0:
                 self.log_scalars(self.validate())
                 barrier()  # rank 0 validated alone; the others wait here, not inside the next all-reduce
-            if cfg.log.sample_every and self.iteration % cfg.log.sample_every == 0:
+            if cfg.log.sample_every and self.vq is not None and self.iteration % cfg.log.sample_every == 0:
                 self.write_samples(self.next_val_batch())
                 barrier()
             if cfg.log.checkpoint_every and self.iteration % cfg.log.checkpoint_every == 0:
@@ -489,9 +509,10 @@ class Trainer:
         if not self.dist.is_main:
             return None
         net = unwrap(self.method.deployable())
-        path = self.output_dir / f"{self.cfg.method.value}_ema.safetensors"
+        stem = self.method.export_stem or f"{self.cfg.method.value}_ema"
+        path = self.output_dir / f"{stem}.safetensors"
         if path.exists() and path not in self.exported:
-            path = path.with_name(f"{self.cfg.method.value}_ema_step_{self.iteration:07d}.safetensors")
+            path = path.with_name(f"{stem}_step_{self.iteration:07d}.safetensors")
         out = checkpointing.export_model(net, path, {"method": self.cfg.method.value, "iteration": self.iteration,
                                                      "schedule": self.cfg.schedule, "seed": self.cfg.seed})
         self.exported.append(out)

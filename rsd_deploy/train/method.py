@@ -9,7 +9,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict
+from typing import TYPE_CHECKING, Dict, Optional
 
 import torch
 from torch import nn
@@ -61,6 +61,7 @@ class Method(abc.ABC):
 
     models: Dict[str, nn.Module]
     optimizers: Dict[str, torch.optim.Optimizer]
+    export_stem: Optional[str] = None  # file stem of the exported network (default "<method>_ema")
 
     @abc.abstractmethod
     def step(self, trainer: "Trainer", iteration: int) -> Dict[str, float]:
@@ -69,6 +70,10 @@ class Method(abc.ABC):
     @abc.abstractmethod
     def deployable(self) -> nn.Module:
         """The network to validate and export (the EMA student / EMA teacher)."""
+
+    def validate(self, trainer: "Trainer") -> Optional[Dict[str, float]]:
+        """Validation logs of a method that is not a sampler (the VQ); None: the trainer's SR validation."""
+        return None
 
     @property
     def one_step(self) -> bool:

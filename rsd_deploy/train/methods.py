@@ -15,6 +15,10 @@ def build_method(cfg: TrainConfig, trainer: "Trainer") -> "Method":
         from rsd_deploy.train.rsd import RSDMethod
 
         return RSDMethod(cfg, trainer)
+    if cfg.method == MethodName.VQ:
+        from rsd_deploy.train.autoencoder import VQMethod
+
+        return VQMethod(cfg, trainer)
     if cfg.method == MethodName.SINSR:
         from rsd_deploy.train.sinsr import SinSRMethod
 

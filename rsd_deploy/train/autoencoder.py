@@ -1,0 +1,270 @@
+"""method vq: train the VQ-f4 autoencoder (``VQAutoencoder``) that the other methods take frozen.
+
+Two phases, both [ours] (ResShift trains its VQ-f4 elsewhere, with a GAN, on far more compute):
+
+1. **continuous** (iterations < ``vq_train.quantize_from``): ``D(E(x) + n)`` with small latent noise
+   n, so the decoder tolerates the codebook's rounding later. Loss: pixel L1 + L1 on image gradients
+   (edges, fine detail) + a decaying L1 pull of the latent towards the 4x4 average-pooled image,
+   which makes the latent image-like from the first steps (so z0 = E(HR) and z_y = E(bicubic(LR))
+   are close, as the residual shift assumes, and colour rides in the latent). A share of each batch
+   is the bicubic-upsampled LR, the images z_y is encoded from.
+2. **quantised**: at ``quantize_from`` the latent is standardised (per channel; folded into
+   quant_conv / post_quant_conv so the network function is unchanged) and the codebook
+   (``n_embed`` x ``embed_dim``, official 8192 x 3) is fitted by k-means on encoder latents; then
+   training goes on through the quantiser with a straight-through estimator, a commitment term and
+   EMA codebook updates, and codes unused for ``dead_after`` iterations restart at random latents.
+
+LPIPS joins the loss only when local weights are given (``lpips.weights``).
+"""
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Dict, List, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rsd_deploy.config import VQConfig
+from rsd_deploy.models.vq import VQAutoencoder
+from rsd_deploy.train.config import ConfigError
+from rsd_deploy.train.method import Method, load_network
+
+if TYPE_CHECKING:
+    from rsd_deploy.train.loops import Trainer
+
+logger = logging.getLogger(__name__)
+
+
+def vq_config_from(spec: Dict) -> VQConfig:
+    try:
+        return VQConfig.from_dict({**VQConfig().to_dict(), **spec})
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"bad vq_train.model: config ({exc})") from None
+
+
+def gradient_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Mean L1 between the forward differences of two image batches (x and y)."""
+    dx = (a[..., :, 1:] - a[..., :, :-1]) - (b[..., :, 1:] - b[..., :, :-1])
+    dy = (a[..., 1:, :] - a[..., :-1, :]) - (b[..., 1:, :] - b[..., :-1, :])
+    return 0.5 * (dx.abs().mean() + dy.abs().mean())
+
+
+def _nearest_sq_distance(vectors: torch.Tensor, codes: torch.Tensor, chunk: int) -> torch.Tensor:
+    return torch.cat([torch.cdist(vectors[i:i + chunk], codes).min(1).values.pow(2)
+                      for i in range(0, vectors.shape[0], chunk)])
+
+
+def _seed_codes(vectors: torch.Tensor, k: int, generator: torch.Generator, chunk: int, rounds: int = 8) -> torch.Tensor:
+    """k-means++ seeding in at most ``rounds`` rounds (k-means||): each round draws its share of the
+    codes with probability proportional to the squared distance to the codes drawn so far, so no
+    cluster is left to a random start (with k <= rounds this is plain k-means++)."""
+    n = vectors.shape[0]
+    codes = vectors[torch.randint(n, (1,), generator=generator)]
+    rounds = min(rounds, k)
+    for r in range(rounds):
+        want = (k * (r + 1)) // rounds - codes.shape[0]
+        if want <= 0:
+            continue
+        weights = _nearest_sq_distance(vectors, codes, chunk).double()
+        if not weights.sum() > 0:  # every point already is a code: fill with random points
+            weights = torch.ones_like(weights)
+        pick = torch.multinomial(weights, want, replacement=False, generator=generator)
+        codes = torch.cat([codes, vectors[pick]])
+    return codes[:k].clone()
+
+
+@torch.no_grad()
+def kmeans(vectors: torch.Tensor, k: int, iters: int, generator: torch.Generator, chunk: int = 32768) -> torch.Tensor:
+    """Lloyd's k-means on (N, D) float32 vectors from k random distinct points; empty clusters restart at
+    random points. Returns (k, D)."""
+    n = vectors.shape[0]
+    if n < k:
+        raise ConfigError(f"k-means needs at least n_embed={k} latent vectors, got {n}; raise "
+                          "vq_train.kmeans_batches or the crop size")
+    codes = _seed_codes(vectors, k, generator, chunk)
+    for _ in range(iters):
+        assign = torch.cat([torch.cdist(vectors[i:i + chunk], codes).argmin(1) for i in range(0, n, chunk)])
+        sums = torch.zeros_like(codes).index_add_(0, assign, vectors)
+        counts = torch.bincount(assign, minlength=k).to(vectors.dtype)
+        restart = vectors[torch.randint(n, (k,), generator=generator)]
+        codes = torch.where((counts == 0)[:, None], restart, sums / counts.clamp(min=1)[:, None])
+    return codes
+
+
+@torch.no_grad()
+def standardise_latent(model: VQAutoencoder, latents: torch.Tensor) -> torch.Tensor:
+    """Fold a per-channel (z - mean) / std into quant_conv and its inverse into post_quant_conv.
+
+    The autoencoder computes the same function afterwards; its latent has zero mean and unit std
+    (the scale ResShift's kappa and eta were set for). ``latents`` (B, D, h, w) are the old latents;
+    returns them standardised.
+    """
+    mean, std = latents.mean((0, 2, 3)), latents.std((0, 2, 3)).clamp(min=1e-4)
+    qc, pqc = model.quant_conv, model.post_quant_conv
+    qc.weight.div_(std.view(-1, 1, 1, 1))
+    qc.bias.sub_(mean).div_(std)
+    # post_quant_conv(z') must equal the old post_quant_conv(z' * std + mean)
+    pqc.bias.add_((pqc.weight[:, :, 0, 0] * mean.view(1, -1)).sum(1))
+    pqc.weight.mul_(std.view(1, -1, 1, 1))
+    return (latents - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+
+
+class CodebookState(nn.Module):
+    """EMA statistics of the codebook and each code's last use (buffers, so they are checkpointed)."""
+
+    def __init__(self, n_embed: int, dim: int) -> None:
+        super().__init__()
+        self.register_buffer("cluster_size", torch.zeros(n_embed))
+        self.register_buffer("embed_sum", torch.zeros(n_embed, dim))
+        self.register_buffer("last_used", torch.zeros(n_embed, dtype=torch.long))
+        self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
+
+
+class VQMethod(Method):
+    export_stem = "vq"
+
+    def __init__(self, cfg, trainer: "Trainer") -> None:  # noqa: ANN001 - TrainConfig
+        self.cfg, v = cfg, cfg.vq_train
+        if cfg.vq:
+            model = load_network(cfg.vq, "vq")
+            if not isinstance(model, VQAutoencoder):
+                raise ConfigError("method vq trains a VQ autoencoder; `vq:` names a UNet checkpoint")
+        else:
+            model = VQAutoencoder(vq_config_from(v.model))
+        self.model = model.to(trainer.device).train().requires_grad_(True)
+        self.model.quantize.requires_grad_(False)  # the codebook moves by k-means and EMA, not by gradients
+        self.stats = CodebookState(model.config.n_embed, model.config.embed_dim).to(trainer.device)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizers = {"model": trainer.make_optimizer(params)}
+        self.models = {"model": self.model, "codebook": self.stats}
+        self.lpips = None
+        if cfg.lpips.weights:
+            from rsd_deploy.train.lpips import load_lpips
+
+            lp = load_lpips(cfg.lpips.weights, cfg.lpips.required, net=cfg.lpips.net)
+            self.lpips = lp.to(trainer.device) if lp is not None else None
+        logger.info("vq: %s, quantised from iteration %d, LPIPS %s", model.config.to_dict(), v.quantize_from,
+                    "on" if self.lpips is not None else "off")
+
+    def deployable(self) -> nn.Module:
+        return self.model
+
+    def validate(self, trainer: "Trainer") -> Optional[Dict[str, float]]:
+        """Reconstruction PSNR (quantised once the codebook is fitted) on the validation HR images."""
+        from rsd_deploy import metrics
+        from rsd_deploy.train.data import list_images, read_rgb, to_tensor
+
+        v = self.cfg.val
+        if not v.gt_dir:
+            return {}
+        quantize = bool(self.stats.fitted)
+        scores: List[float] = []
+        self.model.eval()
+        with torch.no_grad():
+            for path in list_images([v.gt_dir])[: v.max_images]:
+                img = to_tensor(read_rgb(path))
+                h, w = (img.shape[1] // 4) * 4, (img.shape[2] // 4) * 4
+                x = img[None, :, :h, :w].to(trainer.device)
+                rec = self.model.decode(self.model.encode(x), quantize=quantize).clamp(-1, 1)
+                scores.append(metrics.psnr(metrics.to_uint8(rec[0].cpu()), metrics.to_uint8(x[0].cpu())))
+        self.model.train()
+        return {"val/recon_psnr": sum(scores) / max(len(scores), 1)}
+
+    # ------------------------------------------------------------------ the two phases
+    def _images(self, trainer: "Trainer") -> torch.Tensor:
+        """A micro-batch of HR crops, the first ``lr_share`` of it replaced by bicubic-upsampled LR."""
+        from rsd_deploy.pipeline.image_io import bicubic_x4
+
+        lq, gt = trainer.next_images()
+        n_lr = int(round(self.cfg.vq_train.lr_share * gt.shape[0]))
+        if n_lr:
+            gt = torch.cat([bicubic_x4(lq[:n_lr]).clamp(-1, 1), gt[n_lr:]])
+        return gt
+
+    @torch.no_grad()
+    def _fit_codebook(self, trainer: "Trainer") -> None:
+        v = self.cfg.vq_train
+        self.model.eval()
+        latents = torch.cat([self.model.encode(self._images(trainer)).float() for _ in range(v.kmeans_batches)])
+        self.model.train()
+        latents = standardise_latent(self.model, latents)
+        d = latents.shape[1]
+        vectors = latents.permute(0, 2, 3, 1).reshape(-1, d).cpu()
+        codes = kmeans(vectors, self.model.config.n_embed, v.kmeans_iters, trainer.generator)
+        self.model.quantize.embedding.weight.copy_(codes.to(trainer.device))
+        self.stats.embed_sum.copy_(codes.to(trainer.device))
+        self.stats.cluster_size.fill_(1.0)
+        self.stats.fitted.fill_(True)
+        _, idx = self.model.quantize(latents.to(trainer.device))
+        used = torch.unique(idx).numel()
+        logger.info("codebook fitted by k-means on %d latent vectors: %d of %d codes in use", vectors.shape[0],
+                    used, self.model.config.n_embed)
+
+    @torch.no_grad()
+    def _update_codebook(self, z: torch.Tensor, idx: torch.Tensor, iteration: int) -> Dict[str, float]:
+        """EMA k-means step on this batch's latents, then restart codes that went unused too long."""
+        v, s = self.cfg.vq_train, self.stats
+        emb = self.model.quantize.embedding.weight
+        n = emb.shape[0]
+        flat = z.detach().float().permute(0, 2, 3, 1).reshape(-1, emb.shape[1])
+        flat_idx = idx.reshape(-1)
+        counts = torch.bincount(flat_idx, minlength=n).float()
+        sums = torch.zeros_like(emb).index_add_(0, flat_idx, flat)
+        s.cluster_size.mul_(v.codebook_decay).add_(counts, alpha=1 - v.codebook_decay)
+        s.embed_sum.mul_(v.codebook_decay).add_(sums, alpha=1 - v.codebook_decay)
+        s.last_used[counts > 0] = iteration
+        emb.copy_(s.embed_sum / s.cluster_size.clamp(min=1e-5)[:, None])
+        dead = (iteration - s.last_used) > v.dead_after
+        n_dead = int(dead.sum())
+        if n_dead:
+            pick = torch.randint(flat.shape[0], (n_dead,), device=flat.device)
+            emb[dead] = flat[pick]
+            s.embed_sum[dead] = flat[pick]
+            s.cluster_size[dead] = 1.0
+            s.last_used[dead] = iteration
+        return {"vq/codes_used": float((counts > 0).sum()), "vq/restarted": float(n_dead)}
+
+    def step(self, trainer: "Trainer", iteration: int) -> Dict[str, float]:
+        v, opt, acc = self.cfg.vq_train, self.optimizers["model"], trainer.accumulation
+        if iteration >= v.quantize_from and not bool(self.stats.fitted):
+            self._fit_codebook(trainer)
+            # the latent scale changed under the optimiser's moments: start them afresh
+            opt.state.clear()
+        quantised = bool(self.stats.fitted)
+        trainer.set_lr(opt, iteration)
+        opt.zero_grad(set_to_none=True)
+        span = max(v.quantize_from, 1)
+        guide = v.guide_weight[0] + (v.guide_weight[1] - v.guide_weight[0]) * min(1.0, iteration / span)
+        logs: Dict[str, List[float]] = {}
+        for micro in range(acc):
+            x = self._images(trainer)
+            with trainer.autocast():
+                z = self.model.encode(x).float()
+                if quantised:
+                    z_q, idx = self.model.quantize(z)
+                    z_dec = z + (z_q - z).detach()
+                    commit = F.mse_loss(z, z_q.detach())
+                else:
+                    z_dec = z + v.latent_noise * torch.randn_like(z)
+                    commit = z.new_zeros(())
+                rec = self.model.decoder(self.model.post_quant_conv(z_dec)).float()
+                l1 = (rec - x).abs().mean()
+                grad = gradient_l1(rec, x)
+                loss = l1 + v.gradient_weight * grad + v.commitment * commit
+                if not quantised and guide > 0:
+                    loss = loss + guide * (z - F.avg_pool2d(x, self.model.config.downsample_factor)).abs().mean()
+                if self.lpips is not None:
+                    loss = loss + self.cfg.vq_train.lpips_weight * self.lpips(rec.clamp(-1, 1), x).mean()
+            (loss / acc).backward()
+            psnr = -10 * torch.log10(((rec.detach().clamp(-1, 1) - x) / 2).pow(2).mean().clamp(min=1e-10))
+            for key, val in (("vq/l1", l1), ("vq/gradient_l1", grad), ("vq/commitment", commit), ("vq/psnr", psnr)):
+                logs.setdefault(key, []).append(float(val.detach()))
+            if quantised:
+                for key, val in self._update_codebook(z, idx, iteration).items():
+                    logs.setdefault(key, []).append(val)
+        grad_norm = trainer.clip(self.model)
+        opt.step()
+        out = {k: sum(vals) / len(vals) for k, vals in logs.items()}
+        out.update({"vq/guide": guide if not quantised else 0.0, "grad_norm/model": grad_norm})
+        return out

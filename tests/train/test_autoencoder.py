@@ -1,0 +1,83 @@
+"""method vq: k-means codebook, latent standardisation, EMA codebook with dead-code restarts, a short run."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rsd_deploy.config import VQConfig
+from rsd_deploy.models.vq import VQAutoencoder
+from rsd_deploy.train.autoencoder import gradient_l1, kmeans, standardise_latent
+
+SMALL_VQ = {"ch": 32, "ch_mult": [1, 1, 2], "num_res_blocks": 1, "n_embed": 64, "norm_groups": 8}
+
+
+def test_kmeans_finds_separated_clusters():
+    g = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[0.0, 0.0, 0.0], [5.0, 0.0, 0.0], [0.0, 5.0, 0.0], [0.0, 0.0, 5.0]])
+    points = torch.cat([c + 0.05 * torch.randn(500, 3, generator=g) for c in centres])
+    codes = kmeans(points, 4, iters=10, generator=torch.Generator().manual_seed(1))
+    # every true centre has a code within the cluster spread
+    nearest = torch.cdist(centres, codes).min(1).values
+    assert nearest.max() < 0.1
+
+
+def test_kmeans_refuses_fewer_vectors_than_codes():
+    from rsd_deploy.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="kmeans_batches"):
+        kmeans(torch.zeros(10, 3), 64, iters=1, generator=torch.Generator())
+
+
+def test_standardised_latent_keeps_the_autoencoder_function():
+    torch.manual_seed(0)
+    model = VQAutoencoder(VQConfig(**{**SMALL_VQ, "ch_mult": (1, 1, 2)})).eval()
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        z_before = model.encode(x)
+        rec_before = model.decode(z_before, quantize=False)
+        z_std = standardise_latent(model, z_before)
+        z_after = model.encode(x)
+        rec_after = model.decode(z_after, quantize=False)
+    assert torch.allclose(z_after, z_std, atol=1e-5)
+    assert z_after.mean((0, 2, 3)).abs().max() < 1e-4
+    assert (z_after.std((0, 2, 3)) - 1).abs().max() < 1e-3
+    assert torch.allclose(rec_after, rec_before, atol=1e-4)
+
+
+def test_gradient_l1_is_zero_for_a_shift_and_positive_for_blur():
+    x = torch.rand(1, 3, 16, 16)
+    assert gradient_l1(x + 0.3, x).item() == pytest.approx(0.0, abs=1e-6)
+    blurred = torch.nn.functional.avg_pool2d(x, 3, stride=1, padding=1)
+    assert gradient_l1(blurred, x).item() > 0.01
+
+
+def test_vq_run_fits_the_codebook_and_restarts_dead_codes(make_config):
+    from rsd_deploy.train.loops import Trainer
+
+    cfg = make_config("vq", vq=None, teacher=None,
+                      vq_train={"model": SMALL_VQ, "quantize_from": 2, "kmeans_batches": 4, "dead_after": 1},
+                      optim={"iterations": 4, "lr": 1e-3, "precision": "bf16", "channels_last": True})
+    trainer = Trainer(cfg)
+    assert trainer.vq is None
+    logs = []
+    out = trainer.run(callback=lambda i, log: logs.append(log))
+    method = trainer.method
+    assert bool(method.stats.fitted)
+    # quantised iterations log code use; with dead_after=1 unused codes restart at current latents
+    assert "vq/codes_used" in logs[-1] and any(log.get("vq/restarted", 0) > 0 for log in logs)
+    assert all(torch.isfinite(torch.tensor(list(log.values()))).all() for log in logs)
+    # the export is a VQ autoencoder that load_checkpoint rebuilds with its norm_groups
+    from rsd_deploy.checkpoint import load_checkpoint
+
+    assert out is not None and out.name == "vq.safetensors"
+    loaded = load_checkpoint(out)
+    assert isinstance(loaded, VQAutoencoder) and loaded.config.norm_groups == 8
+    assert torch.equal(loaded.quantize.embedding.weight, method.model.quantize.embedding.weight.float())
+
+
+def test_vq_method_needs_no_teacher_but_checks_quantize_from(make_config):
+    from rsd_deploy.errors import ConfigError
+    from rsd_deploy.train.loops import Trainer
+
+    with pytest.raises(ConfigError, match="quantize_from"):
+        Trainer(make_config("vq", vq=None, teacher=None, vq_train={"model": SMALL_VQ, "quantize_from": 9}))
