@@ -32,9 +32,13 @@ OFFICIAL = {
 }
 
 
+OURS = {"bicubic_prob": 0.0}  # [ours] extensions, off by default so the official pipeline is unchanged
+
+
 def test_every_parameter_is_the_official_value():
     ours = asdict(DegradationConfig())
-    assert set(ours) == set(OFFICIAL)
+    assert set(ours) == set(OFFICIAL) | set(OURS)
+    assert all(ours[k] == v for k, v in OURS.items())
     for key, value in OFFICIAL.items():
         assert ours[key] == (tuple(value) if isinstance(value, tuple) else value), key
     cfg = DegradationConfig()

@@ -2,6 +2,7 @@
 # Rebuild the embedded demo model from scratch with rsd-train, on the CPU (train/RESULTS.md has the
 # measured time), then package it into rsd_deploy/assets/ and evaluate it:
 #   bash train/scripts/rebuild_demo_model.sh [RUN_DIR=runs/demo] [extra key=value overrides for every stage]
+# Environment: ASSETS=DIR packages somewhere else than rsd_deploy/assets/; PACKAGE=0 skips packaging.
 # A stage whose export exists is skipped; an interrupted stage resumes from its last checkpoint.
 # CI runs the same chain with tiny overrides (tests/train/test_demo_chain.py).
 set -euo pipefail
@@ -24,5 +25,5 @@ stage vq vq.safetensors "$@"
 stage teacher teacher_ema.safetensors vq="$RUN/vq/vq.safetensors" "$@"
 stage rsd rsd_ema.safetensors vq="$RUN/vq/vq.safetensors" teacher="$RUN/teacher/teacher_ema.safetensors" "$@"
 if [[ "${PACKAGE:-1}" == 1 ]]; then
-  python train/scripts/build_default_model.py --run "$RUN"
+  python train/scripts/build_default_model.py --run "$RUN" ${ASSETS:+--assets "$ASSETS"}
 fi
