@@ -1,8 +1,8 @@
 """The embedded demo model: a tiny ResShift-type UNet and VQ-f4 autoencoder shipped in the package.
 
 It lets ``rsd-upscale`` do its job on a fresh machine with no download. It was trained by this project
-(``train/scripts/build_default_model.py`` and ``rsd-train``, see ``train/RESULTS.md``) on crops of
-the shared RealSet65 images; it is a demonstration model, **not** the published RSD. Pass the official
+(``train/scripts/rebuild_demo_model.sh``: ``rsd-train`` vq -> teacher -> rsd, see ``train/RESULTS.md``) on
+the training split of the shared hr_photos images; it is a demonstration model, **not** the published RSD. Pass the official
 checkpoints with ``--checkpoint`` / ``--vq`` for real quality.
 """
 from __future__ import annotations
