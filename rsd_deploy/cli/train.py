@@ -38,7 +38,7 @@ from rsd_deploy.cli.common import run_command, setup_logging
 @click.argument("overrides", nargs=-1)
 def cli(config_path: str, output_dir: Optional[str], resume: Optional[str], new_run: bool, dry_run: bool,
         verbose: int, quiet: bool, overrides: Tuple[str, ...]) -> int:
-    """Train with the method in the config (rsd, sinsr or teacher). Exit codes: docs/CLI.md."""
+    """Train with the method in the config (rsd, sinsr, teacher or vq). Exit codes: docs/CLI.md."""
     import os
 
     setup_logging(verbose, quiet or int(os.environ.get("RANK", "0")) > 0)
