@@ -79,8 +79,8 @@ class DegradationConfig:
     poisson_scale_range2: Tuple[float, float] = (0.05, 2.5)
     gray_noise_prob2: float = 0.4
     jpeg_range2: Tuple[float, float] = (30.0, 95.0)
-    # [ours] share of pairs made by plain bicubic x4 downsampling instead (antialiased, as MATLAB's
-    # imresize), so a model also does well on bicubic benchmarks; ResShift itself uses 0
+    # [ours] share of pairs made by plain bicubic x4 downsampling instead (antialiased, as PIL's),
+    # so a model also does well on bicubic benchmarks; ResShift itself uses 0
     bicubic_prob: float = 0.0
 
     def kernel_sizes(self, stage: int) -> Tuple[int, ...]:
@@ -298,7 +298,8 @@ def degrade(hr: np.ndarray, rng: np.random.Generator, cfg: DegradationConfig = D
 
 
 def bicubic_downsample(hr: np.ndarray, scale: int) -> np.ndarray:
-    """Plain bicubic LR: antialiased bicubic (a = -0.75) by ``scale``, rounded to 8 bits, in [0, 1]."""
+    """Plain bicubic LR: torch's antialiased bicubic by ``scale`` (its kernel has a = -0.5, as PIL's; within one
+    level of PIL), rounded to 8 bits, in [0, 1]."""
     h, w = hr.shape[:2]
     t = torch.from_numpy(np.ascontiguousarray(hr.transpose(2, 0, 1)))[None].float()
     lr = F.interpolate(t, size=(h // scale, w // scale), mode="bicubic", align_corners=False, antialias=True)
