@@ -19,7 +19,7 @@ LPIPS joins the loss only when local weights are given (``lpips.weights``).
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Dict, List, Optional
+from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -50,9 +50,10 @@ def gradient_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return 0.5 * (dx.abs().mean() + dy.abs().mean())
 
 
-def _nearest_sq_distance(vectors: torch.Tensor, codes: torch.Tensor, chunk: int) -> torch.Tensor:
-    return torch.cat([torch.cdist(vectors[i:i + chunk], codes).min(1).values.pow(2)
-                      for i in range(0, vectors.shape[0], chunk)])
+def _nearest(vectors: torch.Tensor, codes: torch.Tensor, chunk: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(distance, index) of each vector's nearest code, ``chunk`` vectors at a time (bounded memory)."""
+    parts = [torch.cdist(vectors[i:i + chunk], codes).min(1) for i in range(0, vectors.shape[0], chunk)]
+    return torch.cat([p.values for p in parts]), torch.cat([p.indices for p in parts])
 
 
 def _seed_codes(vectors: torch.Tensor, k: int, generator: torch.Generator, chunk: int, rounds: int = 8) -> torch.Tensor:
@@ -66,7 +67,7 @@ def _seed_codes(vectors: torch.Tensor, k: int, generator: torch.Generator, chunk
         want = (k * (r + 1)) // rounds - codes.shape[0]
         if want <= 0:
             continue
-        weights = _nearest_sq_distance(vectors, codes, chunk).double()
+        weights = _nearest(vectors, codes, chunk)[0].double().pow(2)
         if not weights.sum() > 0:  # every point already is a code: fill with random points
             weights = torch.ones_like(weights)
         pick = torch.multinomial(weights, want, replacement=False, generator=generator)
@@ -76,15 +77,15 @@ def _seed_codes(vectors: torch.Tensor, k: int, generator: torch.Generator, chunk
 
 @torch.no_grad()
 def kmeans(vectors: torch.Tensor, k: int, iters: int, generator: torch.Generator, chunk: int = 32768) -> torch.Tensor:
-    """Lloyd's k-means on (N, D) float32 vectors from k random distinct points; empty clusters restart at
-    random points. Returns (k, D)."""
+    """Lloyd's k-means on (N, D) float32 vectors from a k-means++ seeding (``_seed_codes``); empty clusters
+    restart at random points. Returns (k, D)."""
     n = vectors.shape[0]
     if n < k:
         raise ConfigError(f"k-means needs at least n_embed={k} latent vectors, got {n}; raise "
                           "vq_train.kmeans_batches or the crop size")
     codes = _seed_codes(vectors, k, generator, chunk)
     for _ in range(iters):
-        assign = torch.cat([torch.cdist(vectors[i:i + chunk], codes).argmin(1) for i in range(0, n, chunk)])
+        assign = _nearest(vectors, codes, chunk)[1]
         sums = torch.zeros_like(codes).index_add_(0, assign, vectors)
         counts = torch.bincount(assign, minlength=k).to(vectors.dtype)
         restart = vectors[torch.randint(n, (k,), generator=generator)]
@@ -164,7 +165,8 @@ class VQMethod(Method):
         with torch.no_grad():
             for path in list_images([v.gt_dir])[: v.max_images]:
                 img = to_tensor(read_rgb(path))
-                h, w = (img.shape[1] // 4) * 4, (img.shape[2] // 4) * 4
+                f = self.model.config.downsample_factor  # the encoder needs multiples of f
+                h, w = (img.shape[1] // f) * f, (img.shape[2] // f) * f
                 x = img[None, :, :h, :w].to(trainer.device)
                 rec = self.model.decode(self.model.encode(x), quantize=quantize).clamp(-1, 1)
                 scores.append(metrics.psnr(metrics.to_uint8(rec[0].cpu()), metrics.to_uint8(x[0].cpu())))
