@@ -19,6 +19,7 @@ LPIPS joins the loss only when local weights are given (``lpips.weights``).
 from __future__ import annotations
 
 import logging
+import math
 from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 import torch
@@ -26,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rsd_deploy.config import VQConfig
-from rsd_deploy.models.vq import VQAutoencoder
+from rsd_deploy.models.vq import AttnBlock, ResnetBlock, VQAutoencoder
 from rsd_deploy.train.config import ConfigError
 from rsd_deploy.train.method import Method, load_network
 
@@ -111,6 +112,139 @@ def standardise_latent(model: VQAutoencoder, latents: torch.Tensor) -> torch.Ten
     return (latents - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
 
 
+# ------------------------------------------------------------------ pooling initialisation
+#: value of the constant channels that pin GroupNorm's statistics in the signal groups (see init_as_pooling)
+POOLING_CONSTANT = 8.0
+#: weights that read the free channels into conv_out start this much smaller than PyTorch's default
+FREE_READ_SCALE = 1e-2
+
+
+def _path_layout(channels: int, groups: int) -> int:
+    """Channels per group of a layer on the pooling path; raises unless 3 signal groups of >= 4 fit."""
+    per_group = channels // groups
+    if groups < 4 or per_group < 4:
+        raise ConfigError(f"vq_train.init: pooling needs norm_groups >= 4 and >= 4 channels per group at every "
+                          f"level; {channels} channels in {groups} groups do not fit (use init: random or lower "
+                          "norm_groups)")
+    return per_group
+
+
+def _path_channels(channels: int, groups: int) -> List[Tuple[int, int, int, int]]:
+    """(+s, -s, +K, -K) channel indices of colour component 0, 1, 2: the first four of group 0, 1, 2."""
+    n = _path_layout(channels, groups)
+    return [(g * n, g * n + 1, g * n + 2, g * n + 3) for g in range(3)]
+
+
+def _reserve(conv: nn.Conv2d, groups: int) -> List[Tuple[int, int, int, int]]:
+    """Zero the rows of ``conv`` that write the three signal groups, and its reads of their +-K channels
+    into the free groups (large constants would swamp the free features); returns the output path."""
+    out = _path_channels(conv.out_channels, groups)
+    n = conv.out_channels // groups
+    conv.weight[: 3 * n].zero_()
+    conv.bias[: 3 * n].zero_()
+    if conv.in_channels >= 4 * groups:  # its input is a path layout too
+        for _, _, kp, km in _path_channels(conv.in_channels, groups):
+            conv.weight[3 * n:, [kp, km]] = 0.0
+    return out
+
+
+def _pin_norm(norm: nn.GroupNorm, constant: float) -> None:
+    """GroupNorm gains that give the signal channels back at unit scale (and +-K as +-1)."""
+    n = norm.num_channels // norm.num_groups
+    for sp, sm, kp, km in _path_channels(norm.num_channels, norm.num_groups):
+        norm.weight[[sp, sm]] = constant * math.sqrt(2.0 / n)
+        norm.weight[[kp, km]] = math.sqrt(2.0 / n)
+        norm.bias[[sp, sm, kp, km]] = 0.0
+
+
+def _read_signal(conv: nn.Conv2d, groups: int) -> None:
+    """conv_out: colour component g = silu(+s_g) - silu(-s_g) (= s_g exactly); the free channels are read
+    with small weights, so they receive gradient and start to matter as they learn."""
+    conv.weight.mul_(FREE_READ_SCALE)
+    conv.bias.zero_()
+    path = _path_channels(conv.in_channels, groups)
+    for _, _, kp, km in path:
+        conv.weight[:, [kp, km]] = 0.0
+    centre = conv.kernel_size[0] // 2
+    for g, (sp, sm, _, _) in enumerate(path):
+        conv.weight[:, [sp, sm]] = 0.0
+        conv.weight[g, sp, centre, centre] = 1.0
+        conv.weight[g, sm, centre, centre] = -1.0
+
+
+def _write_signal(conv: nn.Conv2d, groups: int, constant: float) -> None:
+    """conv_in of encoder (RGB) and decoder (latent): component g to (+s, -s) and the bias +-K."""
+    path = _reserve(conv, groups)
+    centre = conv.kernel_size[0] // 2
+    for g, (sp, sm, kp, km) in enumerate(path):
+        conv.weight[sp, g, centre, centre] = 1.0
+        conv.weight[sm, g, centre, centre] = -1.0
+        conv.bias[kp], conv.bias[km] = constant, -constant
+
+
+def _carry(conv: nn.Conv2d, groups: int, taps: List[Tuple[int, int]]) -> None:
+    """Each path channel to the same path channel of the next layout, averaged over ``taps`` (kernel
+    positions): 1x1 shortcuts and upsampling convs carry it, the stride-2 convs 2x2-average it."""
+    out = _reserve(conv, groups)
+    src = _path_channels(conv.in_channels, groups)
+    for o_group, i_group in zip(out, src):
+        for o, i in zip(o_group, i_group):
+            for ky, kx in taps:
+                conv.weight[o, i, ky, kx] = 1.0 / len(taps)
+
+
+@torch.no_grad()
+def init_as_pooling(model: VQAutoencoder, constant: float = POOLING_CONSTANT) -> None:
+    """Start the autoencoder as ``decode(encode(x)) = nearest_x4(avg_pool_4x4(x))``, latent = pooled RGB.
+
+    From random weights this architecture learns slowly, and absolute colour slowest: GroupNorm removes
+    each group's mean and scale, so colour must be rebuilt from channel contrasts. Here each colour
+    component instead rides a path of its own through the official architecture, unchanged: channels
+    (+s, -s, +K, -K) of a GroupNorm group, where the pair +-s has zero mean, the constants +-K fix the
+    group's std (to within 1/sqrt(1 + s^2/K^2)), the norm gain restores s, and silu(s) - silu(-s) = s
+    passes it through the activation exactly. Every residual branch and attention output starts at zero
+    (so each block is the identity, "zero-init residual"), the stride-2 convs average 2x2 and the
+    upsampling convs copy. Training then adds what pooling loses. Only the initial weights differ: the
+    network, its checkpoint keys and every inference path are the official ones.
+    """
+    cfg = model.config
+    groups = cfg.norm_groups
+    for module in model.modules():
+        if isinstance(module, ResnetBlock):
+            module.conv2.weight.zero_()
+            module.conv2.bias.zero_()
+        elif isinstance(module, AttnBlock):
+            module.proj_out.weight.zero_()
+            module.proj_out.bias.zero_()
+    for module in model.modules():  # the norms that read the stream (not norm2, which reads conv1)
+        if isinstance(module, ResnetBlock):
+            _pin_norm(module.norm1, constant)
+        elif isinstance(module, AttnBlock):
+            _pin_norm(module.norm, constant)
+    _pin_norm(model.encoder.norm_out, constant)
+    _pin_norm(model.decoder.norm_out, constant)
+    enc, dec = model.encoder, model.decoder
+    _write_signal(enc.conv_in, groups, constant)
+    _write_signal(dec.conv_in, groups, constant)
+    for level in enc.down:
+        for block in level.block:
+            if block.nin_shortcut is not None:
+                _carry(block.nin_shortcut, groups, [(0, 0)])
+        if hasattr(level, "downsample"):
+            _carry(level.downsample.conv, groups, [(0, 0), (0, 1), (1, 0), (1, 1)])
+    for level in dec.up:
+        for block in level.block:
+            if block.nin_shortcut is not None:
+                _carry(block.nin_shortcut, groups, [(0, 0)])
+        if hasattr(level, "upsample"):
+            _carry(level.upsample.conv, groups, [(1, 1)])
+    _read_signal(enc.conv_out, groups)
+    _read_signal(dec.conv_out, groups)
+    for conv in (model.quant_conv, model.post_quant_conv):
+        conv.weight.copy_(torch.eye(conv.out_channels, conv.in_channels)[:, :, None, None])
+        conv.bias.zero_()
+
+
 class CodebookState(nn.Module):
     """EMA statistics of the codebook and each code's last use (buffers, so they are checkpointed)."""
 
@@ -133,6 +267,8 @@ class VQMethod(Method):
                 raise ConfigError("method vq trains a VQ autoencoder; `vq:` names a UNet checkpoint")
         else:
             model = VQAutoencoder(vq_config_from(v.model))
+            if v.init == "pooling":
+                init_as_pooling(model)
         self.model = model.to(trainer.device).train().requires_grad_(True)
         self.model.quantize.requires_grad_(False)  # the codebook moves by k-means and EMA, not by gradients
         self.stats = CodebookState(model.config.n_embed, model.config.embed_dim).to(trainer.device)

@@ -110,6 +110,7 @@ class VQTrainConfig:
     """method vq: a VQ-f4 autoencoder trained continuous first, then quantised (all [ours])."""
 
     model: Dict[str, Any] = field(default_factory=dict)  # VQConfig fields over the official ones
+    init: str = "random"  # random (PyTorch's) | pooling: start as 4x4 average pooling + nearest upsampling
     quantize_from: int = 0  # iteration where the codebook is fitted (k-means) and quantised training starts
     latent_noise: float = 0.03  # N(0, s^2) added to the latent at the decoder while continuous
     guide_weight: Tuple[float, float] = (1.0, 0.05)  # L1 pull of the latent to the 4x4-pooled image: start, end
@@ -178,6 +179,8 @@ class TrainConfig:
         v = self.vq_train
         if self.method == Method.VQ and not 0 <= v.quantize_from < self.optim.iterations:
             raise ConfigError(f"vq_train.quantize_from must be in 0 .. optim.iterations - 1, got {v.quantize_from}")
+        if v.init not in ("random", "pooling"):
+            raise ConfigError(f"vq_train.init must be random or pooling, got {v.init!r}")
         if not 0 <= v.lr_share < 1:
             raise ConfigError(f"vq_train.lr_share must be in [0, 1), got {v.lr_share}")
         if not self.data.hr_dirs and not (self.data.lq_dir and self.data.gt_dir):

@@ -21,30 +21,48 @@ logger = logging.getLogger(__name__)
 
 
 def export_ema(checkpoint: Path, output: Optional[Path] = None) -> Path:
+    """The checkpoint's deployable network (the EMA of the UNet methods, the autoencoder of method vq).
+
+    Its architecture comes from the checkpoint (``network_config``); checkpoints written before it was
+    recorded fall back to shape inference, which cannot tell ``norm_groups`` and assumes the official 32.
+    """
     from rsd_deploy.checkpoint import save_safetensors, state_dict_to_model, to_official_state_dict
+    from rsd_deploy.checkpoint.detect import UNET, detect_kind
+    from rsd_deploy.config import UNetConfig, VQConfig
     from rsd_deploy.models.unet import UNetSwin
 
     state = load_training_state(checkpoint)
     ckpt = Path(state["path"])
-    ema = state.get("models", {}).get("ema")
-    if not isinstance(ema, dict):
-        raise CheckpointError(f"{ckpt} holds no EMA network; export a checkpoint written by rsd-train")
-    net = state_dict_to_model(ema, what=f"{ckpt} (EMA)")
-    if not isinstance(net, UNetSwin):  # pragma: no cover - training checkpoints hold UNets only
-        raise CheckpointError(f"{ckpt}: the EMA is not a UNet")
+    name = state.get("network") or "ema"
+    weights = state.get("models", {}).get(name)
+    if not isinstance(weights, dict):
+        raise CheckpointError(f"{ckpt} holds no deployable network ({name!r}); export a checkpoint written by "
+                              "rsd-train")
+    config = None
+    if isinstance(state.get("network_config"), dict):
+        config_type = UNetConfig if detect_kind(weights) == UNET else VQConfig
+        config = config_type.from_dict(state["network_config"])
+    net = state_dict_to_model(weights, config=config, what=f"{ckpt} ({name})")
     step = int(state["step"])
     method = state.get("config", {}).get("method", "rsd")
+    official_groups = net.config.norm_groups == type(net.config)().norm_groups
     if output is None:
         run = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
-        output = run / f"{method}_ema_model_{step}.pth"
+        # the official .pth layout has no room for a non-default norm_groups: safetensors carries the config
+        stem = f"{method}_ema_model_{step}" if name == "ema" else f"{method}_model_{step}"
+        output = run / f"{stem}{'.pth' if official_groups else '.safetensors'}"
     output = Path(output)
     if output.exists() and output.resolve() == ckpt.resolve():
         raise CheckpointError(f"{output} is the checkpoint being exported; choose another -o")
     if output.suffix.lower() == ".safetensors":
         out = save_safetensors(net, output, {"rsd_deploy.train.method": method, "rsd_deploy.train.iteration": str(step)})
     else:
+        if not official_groups:
+            raise CheckpointError(f"{ckpt}: its network uses norm_groups={net.config.norm_groups}, which the official "
+                                  f".pth layout cannot record; export to a .safetensors file (-o NAME.safetensors)")
+        weights = to_official_state_dict(net) if isinstance(net, UNetSwin) else net.state_dict()
         with atomic_output(output) as tmp:
-            torch.save({k: v.contiguous() for k, v in to_official_state_dict(net).items()}, tmp)
+            torch.save({k: v.contiguous() for k, v in weights.items()}, tmp)
         out = output
-    logger.info("exported the EMA of %s (step %d) to %s", ckpt, step, out)
+    logger.info("exported the %s network of %s (step %d) to %s", name, ckpt, step, out)
     return out

@@ -253,10 +253,16 @@ class Trainer:
 
     def state_dict(self, ranks: Optional[List[Dict[str, Any]]] = None) -> Dict[str, Any]:
         ranks = ranks if ranks is not None else [self.rank_state()]
+        deployable = unwrap(self.method.deployable())
+        # which entry of "models" `rsd-train export` writes, and its architecture: shapes alone cannot tell
+        # norm_groups, so the export must not infer it
+        network = next((k for k, m in self.method.models.items() if unwrap(m) is deployable), None)
         return {
             "step": self.iteration,
             "config": self.cfg.to_dict(),
             "world_size": self.dist.world_size,
+            "network": network,
+            "network_config": deployable.config.to_dict() if network is not None else None,
             "models": {k: unwrap(m).state_dict() for k, m in self.method.models.items()},
             "optimizers": {k: o.state_dict() for k, o in self.method.optimizers.items()},
             "rng": {"ranks": [r["rng"] for r in ranks]},

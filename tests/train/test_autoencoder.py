@@ -1,12 +1,16 @@
 """method vq: k-means codebook, latent standardisation, EMA codebook with dead-code restarts, a short run."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
 from rsd_deploy.config import VQConfig
 from rsd_deploy.models.vq import VQAutoencoder
-from rsd_deploy.train.autoencoder import gradient_l1, kmeans, standardise_latent
+import torch.nn.functional as F
+
+from rsd_deploy.train.autoencoder import gradient_l1, init_as_pooling, kmeans, standardise_latent
 
 SMALL_VQ = {"ch": 32, "ch_mult": [1, 1, 2], "num_res_blocks": 1, "n_embed": 64, "norm_groups": 8}
 
@@ -44,6 +48,32 @@ def test_standardised_latent_keeps_the_autoencoder_function():
     assert torch.allclose(rec_after, rec_before, atol=1e-4)
 
 
+@pytest.mark.parametrize("spec", [{"ch": 16, "ch_mult": (1, 2), "norm_groups": 4},
+                                  {"ch": 32, "ch_mult": (1, 2, 4), "norm_groups": 8, "num_res_blocks": 2}])
+def test_pooling_init_starts_as_average_pooling_and_nearest_upsampling(spec):
+    torch.manual_seed(0)
+    model = VQAutoencoder(VQConfig(**{**SMALL_VQ, **spec}))
+    init_as_pooling(model)
+    f = model.config.downsample_factor
+    x = torch.rand(2, 3, 32, 48) * 2 - 1
+    flat = torch.tensor([30.0, 160.0, 40.0]).view(1, 3, 1, 1).expand(1, 3, 32, 32) / 127.5 - 1  # the colour a
+    # randomly initialised VQ turned to (58, 51, 0)
+    with torch.no_grad():
+        z = model.encode(x)
+        rec = model.decode(z, quantize=False)
+        flat_rec = model.decode(model.encode(flat), quantize=False)
+    assert (z - F.avg_pool2d(x, f)).abs().max() < 0.03
+    assert (rec - F.interpolate(F.avg_pool2d(x, f), scale_factor=f, mode="nearest")).abs().max() < 0.04
+    assert ((flat_rec - flat).abs() * 127.5).max() < 1.5  # colour within 1.5 levels of 255
+
+
+def test_pooling_init_refuses_a_geometry_without_room_for_the_colour_path():
+    from rsd_deploy.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="norm_groups"):
+        init_as_pooling(VQAutoencoder(VQConfig(**{**SMALL_VQ, "ch": 16, "norm_groups": 8})))
+
+
 def test_gradient_l1_is_zero_for_a_shift_and_positive_for_blur():
     x = torch.rand(1, 3, 16, 16)
     assert gradient_l1(x + 0.3, x).item() == pytest.approx(0.0, abs=1e-6)
@@ -55,8 +85,10 @@ def test_vq_run_fits_the_codebook_and_restarts_dead_codes(make_config):
     from rsd_deploy.train.loops import Trainer
 
     cfg = make_config("vq", vq=None, teacher=None,
-                      vq_train={"model": SMALL_VQ, "quantize_from": 2, "kmeans_batches": 4, "dead_after": 1},
-                      optim={"iterations": 4, "lr": 1e-3, "precision": "bf16", "channels_last": True})
+                      vq_train={"model": SMALL_VQ, "quantize_from": 2, "kmeans_batches": 4, "dead_after": 1,
+                                "init": "pooling"},
+                      optim={"iterations": 4, "lr": 1e-3, "precision": "bf16", "channels_last": True},
+                      log={"checkpoint_every": 4})
     trainer = Trainer(cfg)
     assert trainer.vq is None
     logs = []
@@ -73,6 +105,18 @@ def test_vq_run_fits_the_codebook_and_restarts_dead_codes(make_config):
     loaded = load_checkpoint(out)
     assert isinstance(loaded, VQAutoencoder) and loaded.config.norm_groups == 8
     assert torch.equal(loaded.quantize.embedding.weight, method.model.quantize.embedding.weight.float())
+    # rsd-train export of its last checkpoint: the recorded architecture (norm_groups 8), not shape inference
+    from rsd_deploy.errors import CheckpointError
+    from rsd_deploy.train import export_checkpoint
+
+    ckpt = sorted((Path(cfg.output_dir) / "checkpoints").glob("step_*.pt"))[-1]
+    exported = export_checkpoint(ckpt)
+    assert exported.suffix == ".safetensors" and exported.name.startswith("vq_model_")
+    again = load_checkpoint(exported)
+    assert again.config == loaded.config
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in again.state_dict().items())
+    with pytest.raises(CheckpointError, match="norm_groups=8.*safetensors"):
+        export_checkpoint(ckpt, Path(cfg.output_dir) / "vq.pth")
 
 
 def test_vq_method_needs_no_teacher_but_checks_quantize_from(make_config):

@@ -21,6 +21,9 @@ stage() {  # stage NAME EXPORT [overrides...]
   rsd-train --config "train/configs/demo_$name.yaml" -o "$RUN/$name" ${resume[@]+"${resume[@]}"} "$@"
   echo "== $name took $((SECONDS - start)) s"
 }
+# the hr_photos validation crops the VQ stage monitors (train/configs/demo_vq.yaml val.gt_dir)
+[[ -d runs/hr_photos_val/gt ]] || python train/scripts/make_val_crops.py --hr ../shared/data/hr_photos \
+  --split train/configs/hr_photos_split.json -o runs/hr_photos_val
 stage vq vq.safetensors "$@"
 stage teacher teacher_ema.safetensors vq="$RUN/vq/vq.safetensors" "$@"
 stage rsd rsd_ema.safetensors vq="$RUN/vq/vq.safetensors" teacher="$RUN/teacher/teacher_ema.safetensors" "$@"
