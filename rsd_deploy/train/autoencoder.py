@@ -209,17 +209,14 @@ def init_as_pooling(model: VQAutoencoder, constant: float = POOLING_CONSTANT) ->
     """
     cfg = model.config
     groups = cfg.norm_groups
-    for module in model.modules():
+    for module in model.modules():  # branch outputs to zero; pin the norms that read the stream (not norm2)
         if isinstance(module, ResnetBlock):
             module.conv2.weight.zero_()
             module.conv2.bias.zero_()
+            _pin_norm(module.norm1, constant)
         elif isinstance(module, AttnBlock):
             module.proj_out.weight.zero_()
             module.proj_out.bias.zero_()
-    for module in model.modules():  # the norms that read the stream (not norm2, which reads conv1)
-        if isinstance(module, ResnetBlock):
-            _pin_norm(module.norm1, constant)
-        elif isinstance(module, AttnBlock):
             _pin_norm(module.norm, constant)
     _pin_norm(model.encoder.norm_out, constant)
     _pin_norm(model.decoder.norm_out, constant)
