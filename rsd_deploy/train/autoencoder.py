@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -117,6 +117,33 @@ def standardise_latent(model: VQAutoencoder, latents: torch.Tensor) -> torch.Ten
 POOLING_CONSTANT = 8.0
 #: weights that read the free channels into conv_out start this much smaller than PyTorch's default
 FREE_READ_SCALE = 1e-2
+#: 1-D taps (outer product per 3x3 kernel) of the linear start of an f4 autoencoder: the two stride-2 encoder convs
+#: (input positions 2i, 2i+1, 2i+2) and the two decoder convs after nearest x2 (positions -1, 0, +1), in the
+#: order the image meets them. Least-squares fits of the linear path to 128 px hr_photos training crops, made by
+#: train/scripts/fit_pooling_taps.py: 30.6 dB on zoomed hr_photos validation crops where 4x4 average pooling
+#: with nearest upsampling gives 29.5 (bicubic of the bicubic LR: 31.8).
+ENCODER_TAPS = ((0.481, 0.5, 0.019), (0.579, 0.59, -0.169))
+DECODER_TAPS = ((0.024, 0.812, 0.164), (0.174, 0.62, 0.206))
+#: the plain start: 2x2 averages and centre copies, i.e. average pooling and nearest upsampling
+BOX_ENCODER_TAPS, BOX_DECODER_TAPS = (0.5, 0.5, 0.0), (0.0, 1.0, 0.0)
+
+
+def linear_start(x: torch.Tensor, encoder_taps: Sequence[Sequence[float]],
+                 decoder_taps: Sequence[Sequence[float]]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """What :func:`init_as_pooling` makes of the autoencoder, written directly: (latent, reconstruction) of
+    (B, 3, H, W) ``x`` with the separable taps per resampling stage, each colour component on its own, the
+    encoder's (0, 1, 0, 1) zero pad and the decoder's nearest x2 and zero padding included."""
+    def kernel(taps: Sequence[float]) -> torch.Tensor:
+        t = torch.as_tensor(taps, dtype=x.dtype) if not isinstance(taps, torch.Tensor) else taps
+        return torch.outer(t, t)[None, None].expand(x.shape[1], 1, 3, 3)
+
+    h = x
+    for taps in encoder_taps:
+        h = F.conv2d(F.pad(h, (0, 1, 0, 1)), kernel(taps), stride=2, groups=x.shape[1])
+    z = h
+    for taps in decoder_taps:
+        h = F.conv2d(F.interpolate(h, scale_factor=2.0, mode="nearest"), kernel(taps), padding=1, groups=x.shape[1])
+    return z, h
 
 
 def _path_layout(channels: int, groups: int) -> int:
@@ -182,20 +209,29 @@ def _write_signal(conv: nn.Conv2d, groups: int, constant: float) -> None:
         conv.bias[kp], conv.bias[km] = constant, -constant
 
 
-def _carry(conv: nn.Conv2d, groups: int, taps: List[Tuple[int, int]]) -> None:
-    """Each path channel to the same path channel of the next layout, averaged over ``taps`` (kernel
-    positions): 1x1 shortcuts and upsampling convs carry it, the stride-2 convs 2x2-average it."""
+def _carry(conv: nn.Conv2d, groups: int, taps: Sequence[float] = (1.0,)) -> None:
+    """Each path channel to the same path channel of the next layout, filtered by the separable kernel
+    ``taps`` x ``taps`` (1x1 shortcuts: a copy; resampling convs: ENCODER_TAPS, DECODER_TAPS)."""
     out = _reserve(conv, groups)
     src = _path_channels(conv.in_channels, groups)
+    t = torch.tensor(taps, dtype=conv.weight.dtype)
+    kernel = torch.outer(t, t)
     for o_group, i_group in zip(out, src):
         for o, i in zip(o_group, i_group):
-            for ky, kx in taps:
-                conv.weight[o, i, ky, kx] = 1.0 / len(taps)
+            conv.weight[o, i] = kernel
+
+
+def _stage_taps(fitted: Sequence[Sequence[float]], box: Sequence[float], stages: int) -> List[Sequence[float]]:
+    """The fitted taps where the autoencoder has their number of resampling stages (f4), else the box ones."""
+    return list(fitted) if len(fitted) == stages else [box] * stages
 
 
 @torch.no_grad()
-def init_as_pooling(model: VQAutoencoder, constant: float = POOLING_CONSTANT) -> None:
-    """Start the autoencoder as ``decode(encode(x)) = nearest_x4(avg_pool_4x4(x))``, latent = pooled RGB.
+def init_as_pooling(model: VQAutoencoder, constant: float = POOLING_CONSTANT, fitted: bool = True) -> None:
+    """Start the autoencoder as a linear downsampler and upsampler of each colour component, latent = the
+    filtered and subsampled RGB: ENCODER_TAPS and DECODER_TAPS for an f4 model (``fitted``), else (and for
+    other factors) ``decode(encode(x)) = nearest_f(avg_pool_f(x))``. Zero padding darkens the outermost
+    2-3 pixels of the fitted start by up to ~40 %; training corrects them.
 
     From random weights this architecture learns slowly, and absolute colour slowest: GroupNorm removes
     each group's mean and scale, so colour must be rebuilt from channel contrasts. Here each colour
@@ -203,8 +239,8 @@ def init_as_pooling(model: VQAutoencoder, constant: float = POOLING_CONSTANT) ->
     (+s, -s, +K, -K) of a GroupNorm group, where the pair +-s has zero mean, the constants +-K fix the
     group's std (to within 1/sqrt(1 + s^2/K^2)), the norm gain restores s, and silu(s) - silu(-s) = s
     passes it through the activation exactly. Every residual branch and attention output starts at zero
-    (so each block is the identity, "zero-init residual"), the stride-2 convs average 2x2 and the
-    upsampling convs copy. Training then adds what pooling loses. Only the initial weights differ: the
+    (so each block is the identity, "zero-init residual"), and the stride-2 and upsampling convs filter the
+    path with the taps. Training then adds what the linear start loses. Only the initial weights differ: the
     network, its checkpoint keys and every inference path are the official ones.
     """
     cfg = model.config
@@ -223,18 +259,21 @@ def init_as_pooling(model: VQAutoencoder, constant: float = POOLING_CONSTANT) ->
     enc, dec = model.encoder, model.decoder
     _write_signal(enc.conv_in, groups, constant)
     _write_signal(dec.conv_in, groups, constant)
-    for level in enc.down:
+    stages = len(cfg.ch_mult) - 1
+    enc_taps = _stage_taps(ENCODER_TAPS if fitted else (), BOX_ENCODER_TAPS, stages)
+    dec_taps = _stage_taps(DECODER_TAPS if fitted else (), BOX_DECODER_TAPS, stages)
+    for level in enc.down:  # full resolution first
         for block in level.block:
             if block.nin_shortcut is not None:
-                _carry(block.nin_shortcut, groups, [(0, 0)])
+                _carry(block.nin_shortcut, groups)
         if hasattr(level, "downsample"):
-            _carry(level.downsample.conv, groups, [(0, 0), (0, 1), (1, 0), (1, 1)])
-    for level in dec.up:
+            _carry(level.downsample.conv, groups, enc_taps.pop(0))
+    for level in reversed(dec.up):  # dec.up[0] is the full-resolution level; the latent meets the last first
         for block in level.block:
             if block.nin_shortcut is not None:
-                _carry(block.nin_shortcut, groups, [(0, 0)])
+                _carry(block.nin_shortcut, groups)
         if hasattr(level, "upsample"):
-            _carry(level.upsample.conv, groups, [(1, 1)])
+            _carry(level.upsample.conv, groups, dec_taps.pop(0))
     _read_signal(enc.conv_out, groups)
     _read_signal(dec.conv_out, groups)
     for conv in (model.quant_conv, model.post_quant_conv):

@@ -76,7 +76,8 @@ class OptimConfig:
     lr_final: float = 0.1
     grad_clip: Optional[float] = None
     ema: float = 0.999
-    precision: str = "fp32"  # autocast for the trained nets: fp32 | bf16 (fp16 would need loss scaling)
+    precision: str = "fp32"  # autocast for the trained nets: fp32 | bf16 | auto (bf16 where native, else fp32;
+    # fp16 would need loss scaling)
     channels_last: bool = False  # NHWC weights and activations (fast bf16 convolutions on CPUs and GPUs)
     vq_fp16: bool = True  # run the frozen VQ in fp16 on CUDA (ignored on CPU)
 
@@ -209,8 +210,8 @@ class TrainConfig:
         lo, hi = self.data.zoom_range
         if not 0 < lo <= hi <= 1:
             raise ConfigError(f"data.zoom_range must be two numbers 0 < lo <= hi <= 1, got {self.data.zoom_range}")
-        if o.precision not in ("fp32", "bf16"):
-            raise ConfigError(f"optim.precision must be fp32 or bf16 (bf16 autocast needs no loss scaling), "
+        if o.precision not in ("fp32", "bf16", "auto"):
+            raise ConfigError(f"optim.precision must be fp32, bf16 or auto (bf16 autocast needs no loss scaling), "
                               f"got {o.precision!r}")
         if self.rsd.generator_loss not in ("dmd", "exact"):
             raise ConfigError(f"rsd.generator_loss must be 'dmd' or 'exact', got {self.rsd.generator_loss!r}")

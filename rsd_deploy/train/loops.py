@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rsd_deploy.backends.capabilities import training_precision
 from rsd_deploy.errors import RSDError
 from rsd_deploy.models.schedule import Schedule
 from rsd_deploy.train import checkpointing
@@ -47,6 +48,7 @@ class Trainer:
         self.dist = dist_info or init_distributed(cfg.device)
         cfg.validate(self.dist.world_size)
         self.device = self.dist.device
+        self.precision = training_precision(cfg.optim.precision, str(self.device))  # fp32 | bf16
         self.accumulation = cfg.optim.batch_size // (cfg.optim.micro_batch * self.dist.world_size)
         self._check_inputs()
         resume_state = self._open_run(resume, new_run)  # before the long work: fail fast on a bad folder
@@ -204,8 +206,7 @@ class Trainer:
         return torch.randint(low, high + 1, (n,), generator=self.generator).to(self.device)
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        p = self.cfg.optim.precision
-        if p == "fp32":
+        if self.precision == "fp32":
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
@@ -356,7 +357,8 @@ class Trainer:
         record = {"event": "run_start", "at_step": self.iteration, "method": c.method.value,
                   "world_size": self.dist.world_size, "rsd.lpips_input": r.lpips_input,
                   "rsd.loss_reduction": r.loss_reduction, "rsd.generator_loss": r.generator_loss,
-                  "lpips.net": c.lpips.net, "data.rescale_gt": c.data.rescale_gt, "data.queue_size": c.data.queue_size}
+                  "lpips.net": c.lpips.net, "data.rescale_gt": c.data.rescale_gt, "data.queue_size": c.data.queue_size,
+                  "precision": self.precision}
         self.output_dir.mkdir(parents=True, exist_ok=True)
         with open(self.output_dir / rundir.METRICS, "a") as f:
             f.write(json.dumps(record) + "\n")

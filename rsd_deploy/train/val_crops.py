@@ -3,7 +3,8 @@ folder (``lq/`` + ``gt/``, same file names) that the paired evaluations read (``
 ``train.eval_set``, ``train.compare``).
 
 * Crops are native-resolution ``size`` x ``size`` squares of the HR image (no resampling of the
-  ground truth). ``per_image`` crops are spread over the image: it is cut into a grid of
+  ground truth), or of the image area-downscaled by ``downscale`` (a harder set: native wallpaper crops are
+  nearly flat). ``per_image`` crops are spread over the image: it is cut into a grid of
   ``floor(sqrt(n))`` rows by ``ceil(n / rows)`` columns and each crop lies at a seeded random place inside
   its own cell (clamped to the image when a cell is smaller than the crop). The generator is seeded by
   (seed, CRC-32 of the file name), so adding or removing a photo never moves another photo's crops.
@@ -80,6 +81,9 @@ class CropSetConfig:
     per_image: int = 4
     scale: int = 4
     seed: int = 0
+    # > 1: area-downscale each photo by this factor first, so that crops hold as much detail per pixel as the
+    # training crops do at their strongest zoom (data.zoom_range); native wallpaper crops are nearly flat
+    downscale: float = 1.0
 
 
 def make_crop_set(config: CropSetConfig) -> Dict[str, Any]:
@@ -88,9 +92,10 @@ def make_crop_set(config: CropSetConfig) -> Dict[str, Any]:
     from rsd_deploy.train.data import list_images, select_files
 
     hr_dir, out = Path(config.hr_dir), Path(config.output_dir)
-    if config.size % config.scale or config.size <= 0 or config.per_image <= 0:
+    if config.size % config.scale or config.size <= 0 or config.per_image <= 0 or config.downscale < 1:
         raise ConfigError(f"crop size {config.size} must be a positive multiple of the scale {config.scale}, "
-                          f"and crops per image ({config.per_image}) positive")
+                          f"crops per image ({config.per_image}) positive and the downscale ({config.downscale}) "
+                          ">= 1")
     if not hr_dir.is_dir():
         raise ConfigError(f"HR folder {hr_dir} does not exist; pass the folder of HR photos")
     if out.resolve() == hr_dir.resolve() or hr_dir.resolve() in out.resolve().parents:
@@ -105,6 +110,11 @@ def make_crop_set(config: CropSetConfig) -> Dict[str, Any]:
         rgb = read_image(path, max_output_megapixels=None).rgb
         if rgb.dtype != np.uint8:
             rgb = np.round(rgb.astype(np.float64) / 257.0).astype(np.uint8)
+        if config.downscale > 1:
+            import cv2
+
+            size = (int(rgb.shape[1] / config.downscale), int(rgb.shape[0] / config.downscale))
+            rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
         rng = np.random.default_rng([config.seed, zlib.crc32(path.name.encode("utf-8"))])
         for k, (y, x) in enumerate(crop_boxes(rgb.shape[0], rgb.shape[1], config.size, config.per_image, rng)):
             gt = np.ascontiguousarray(rgb[y:y + config.size, x:x + config.size])
@@ -115,7 +125,7 @@ def make_crop_set(config: CropSetConfig) -> Dict[str, Any]:
             crops.append({"file": name, "source": path.name, "y": y, "x": x})
         logger.info("%s: %d crops", path.name, config.per_image)
     manifest = {"hr_dir": str(hr_dir), "size": config.size, "per_image": config.per_image, "scale": config.scale,
-                "seed": config.seed, "lr_rule": LR_RULE, "crops": crops}
+                "seed": config.seed, "downscale": config.downscale, "lr_rule": LR_RULE, "crops": crops}
     atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1) + "\n")
     return manifest
 

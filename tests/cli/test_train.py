@@ -32,7 +32,7 @@ def test_overrides_are_parsed_as_yaml():
     ("optim.batch_size=3", "multiple of micro_batch"),
     ("rsd.generator_loss=kl", "generator_loss"),
     ("novalue", "not key=value"),
-    ("optim.precision=fp16", "fp32 or bf16"),
+    ("optim.precision=fp16", "fp32, bf16 or auto"),
 ])
 def test_bad_configs_give_one_line_errors(override, message):
     with pytest.raises(ConfigError, match=message) as info:

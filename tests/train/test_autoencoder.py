@@ -10,7 +10,8 @@ from rsd_deploy.config import VQConfig
 from rsd_deploy.models.vq import VQAutoencoder
 import torch.nn.functional as F
 
-from rsd_deploy.train.autoencoder import gradient_l1, init_as_pooling, kmeans, standardise_latent
+from rsd_deploy.train.autoencoder import (BOX_DECODER_TAPS, BOX_ENCODER_TAPS, DECODER_TAPS, ENCODER_TAPS, gradient_l1,
+                                         init_as_pooling, kmeans, linear_start, standardise_latent)
 
 SMALL_VQ = {"ch": 32, "ch_mult": [1, 1, 2], "num_res_blocks": 1, "n_embed": 64, "norm_groups": 8}
 
@@ -48,23 +49,36 @@ def test_standardised_latent_keeps_the_autoencoder_function():
     assert torch.allclose(rec_after, rec_before, atol=1e-4)
 
 
-@pytest.mark.parametrize("spec", [{"ch": 16, "ch_mult": (1, 2), "norm_groups": 4},
-                                  {"ch": 32, "ch_mult": (1, 2, 4), "norm_groups": 8, "num_res_blocks": 2}])
-def test_pooling_init_starts_as_average_pooling_and_nearest_upsampling(spec):
+@pytest.mark.parametrize("spec, fitted", [
+    ({"ch": 16, "ch_mult": (1, 2), "norm_groups": 4}, True),  # f2: no fitted taps, so the box start
+    ({"ch": 32, "ch_mult": (1, 2, 4), "norm_groups": 8, "num_res_blocks": 2}, False),
+    ({"ch": 32, "ch_mult": (1, 2, 4), "norm_groups": 8, "num_res_blocks": 2}, True),
+])
+def test_pooling_init_starts_as_the_linear_down_and_upsampler(spec, fitted):
     torch.manual_seed(0)
     model = VQAutoencoder(VQConfig(**{**SMALL_VQ, **spec}))
-    init_as_pooling(model)
+    init_as_pooling(model, fitted=fitted)
     f = model.config.downsample_factor
+    stages = len(spec["ch_mult"]) - 1
+    if fitted and stages == len(ENCODER_TAPS):
+        enc_taps, dec_taps = ENCODER_TAPS, DECODER_TAPS
+    else:
+        enc_taps, dec_taps = [BOX_ENCODER_TAPS] * stages, [BOX_DECODER_TAPS] * stages
     x = torch.rand(2, 3, 32, 48) * 2 - 1
-    flat = torch.tensor([30.0, 160.0, 40.0]).view(1, 3, 1, 1).expand(1, 3, 32, 32) / 127.5 - 1  # the colour a
+    flat = torch.tensor([30.0, 160.0, 40.0]).view(1, 3, 1, 1).expand(1, 3, 64, 64) / 127.5 - 1  # the colour a
     # randomly initialised VQ turned to (58, 51, 0)
     with torch.no_grad():
         z = model.encode(x)
         rec = model.decode(z, quantize=False)
         flat_rec = model.decode(model.encode(flat), quantize=False)
-    assert (z - F.avg_pool2d(x, f)).abs().max() < 0.03
-    assert (rec - F.interpolate(F.avg_pool2d(x, f), scale_factor=f, mode="nearest")).abs().max() < 0.04
-    assert ((flat_rec - flat).abs() * 127.5).max() < 1.5  # colour within 1.5 levels of 255
+    z_ref, rec_ref = linear_start(x, enc_taps, dec_taps)
+    assert (z - z_ref).abs().max() < 0.03
+    assert (rec - rec_ref).abs().max() < 0.04
+    if not fitted:  # the box start is exactly average pooling and nearest upsampling
+        assert (rec - F.interpolate(F.avg_pool2d(x, f), scale_factor=f, mode="nearest")).abs().max() < 0.04
+    rim = 12 if fitted else 0  # zero padding darkens the fitted start's outermost pixels
+    inner = (flat_rec - flat)[..., rim:64 - rim, rim:64 - rim]
+    assert (inner.abs() * 127.5).max() < 1.5  # colour kept
 
 
 def test_pooling_init_refuses_a_geometry_without_room_for_the_colour_path():

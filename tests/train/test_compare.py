@@ -85,7 +85,21 @@ def test_crop_set_bad_input(hr_dir, tmp_path):
         make_crop_set(CropSetConfig(hr_dir=hr_dir, output_dir=hr_dir / "crops", size=64))
     with pytest.raises(ConfigError, match="smaller than the 4096 px crop"):
         make_crop_set(CropSetConfig(hr_dir=hr_dir, output_dir=tmp_path / "b", size=4096))
+    with pytest.raises(ConfigError, match="downscale"):
+        make_crop_set(CropSetConfig(hr_dir=hr_dir, output_dir=tmp_path / "c", size=64, downscale=0.5))
     assert not (hr_dir / "crops").exists()
+
+
+def test_downscaled_crop_set_cuts_the_area_downscaled_photo(hr_dir, tmp_path):
+    from rsd_deploy.train.val_crops import CropSetConfig, make_crop_set
+
+    manifest = make_crop_set(CropSetConfig(hr_dir=hr_dir, output_dir=tmp_path, size=32, per_image=1, seed=3,
+                                           downscale=2.0))
+    assert manifest["downscale"] == 2.0
+    for c in manifest["crops"]:
+        source = _rgb(hr_dir / c["source"])
+        small = cv2.resize(source, (source.shape[1] // 2, source.shape[0] // 2), interpolation=cv2.INTER_AREA)
+        assert np.array_equal(_rgb(tmp_path / "gt" / c["file"]), small[c["y"]:c["y"] + 32, c["x"]:c["x"] + 32])
 
 
 def _y(rgb8: np.ndarray) -> np.ndarray:

@@ -24,6 +24,9 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=256, help="HR crop side (px)")
     parser.add_argument("--per-image", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--downscale", type=float, default=1.0,
+                        help="area-downscale each photo by this factor before cropping (3: as detailed as the "
+                             "demo's most zoomed training crops)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from rsd_deploy.errors import RSDError
@@ -33,7 +36,8 @@ def main() -> int:
     try:
         names = read_split(args.split, args.part) if args.split else None
         manifest = make_crop_set(CropSetConfig(hr_dir=args.hr, output_dir=args.output, names=names, size=args.size,
-                                               per_image=args.per_image, seed=args.seed))
+                                               per_image=args.per_image, seed=args.seed,
+                                               downscale=args.downscale))
     except RSDError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
