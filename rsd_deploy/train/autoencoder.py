@@ -119,9 +119,9 @@ POOLING_CONSTANT = 8.0
 FREE_READ_SCALE = 1e-2
 #: 1-D taps (outer product per 3x3 kernel) of the linear start of an f4 autoencoder: the two stride-2 encoder convs
 #: (input positions 2i, 2i+1, 2i+2) and the two decoder convs after nearest x2 (positions -1, 0, +1), in the
-#: order the image meets them. Least-squares fits of the linear path to 128 px hr_photos training crops, made by
-#: train/scripts/fit_pooling_taps.py: 30.6 dB on zoomed hr_photos validation crops where 4x4 average pooling
-#: with nearest upsampling gives 29.5 (bicubic of the bicubic LR: 31.8).
+#: order the image meets them. Least-squares fits of the linear path to 128 px hr_photos training crops
+#: (train/scripts/fit_pooling_taps.py refits them): 31.31 dB on the zoomed hr_photos validation crops, where
+#: 4x4 average pooling with nearest upsampling gives 30.25 (train/RESULTS.md).
 ENCODER_TAPS = ((0.481, 0.5, 0.019), (0.579, 0.59, -0.169))
 DECODER_TAPS = ((0.024, 0.812, 0.164), (0.174, 0.62, 0.206))
 #: the plain start: 2x2 averages and centre copies, i.e. average pooling and nearest upsampling
@@ -231,7 +231,7 @@ def init_as_pooling(model: VQAutoencoder, constant: float = POOLING_CONSTANT, fi
     """Start the autoencoder as a linear downsampler and upsampler of each colour component, latent = the
     filtered and subsampled RGB: ENCODER_TAPS and DECODER_TAPS for an f4 model (``fitted``), else (and for
     other factors) ``decode(encode(x)) = nearest_f(avg_pool_f(x))``. Zero padding darkens the outermost
-    2-3 pixels of the fitted start by up to ~40 %; training corrects them.
+    2-3 pixels of the fitted start, by up to ~40 % towards grey at the corners.
 
     From random weights this architecture learns slowly, and absolute colour slowest: GroupNorm removes
     each group's mean and scale, so colour must be rebuilt from channel contrasts. Here each colour
@@ -281,6 +281,25 @@ def init_as_pooling(model: VQAutoencoder, constant: float = POOLING_CONSTANT, fi
         conv.bias.zero_()
 
 
+@torch.no_grad()
+def reconstruction_psnr(model: VQAutoencoder, paths: Sequence, quantize: bool = True,
+                        device: Optional[torch.device] = None) -> float:
+    """Mean 8-bit RGB PSNR of decode(encode(image)) over image files (each cropped to a multiple of the
+    downsample factor); ``quantize`` goes through the codebook, as inference does."""
+    from rsd_deploy import metrics
+    from rsd_deploy.train.data import read_rgb, to_tensor
+
+    scores: List[float] = []
+    f = model.config.downsample_factor  # the encoder needs multiples of f
+    for path in paths:
+        img = to_tensor(read_rgb(path))
+        h, w = (img.shape[1] // f) * f, (img.shape[2] // f) * f
+        x = img[None, :, :h, :w].to(device or torch.device("cpu"))
+        rec = model.decode(model.encode(x), quantize=quantize).clamp(-1, 1)
+        scores.append(metrics.psnr(metrics.to_uint8(rec[0].cpu()), metrics.to_uint8(x[0].cpu())))
+    return sum(scores) / max(len(scores), 1)
+
+
 class CodebookState(nn.Module):
     """EMA statistics of the codebook and each code's last use (buffers, so they are checkpointed)."""
 
@@ -325,25 +344,16 @@ class VQMethod(Method):
 
     def validate(self, trainer: "Trainer") -> Optional[Dict[str, float]]:
         """Reconstruction PSNR (quantised once the codebook is fitted) on the validation HR images."""
-        from rsd_deploy import metrics
-        from rsd_deploy.train.data import list_images, read_rgb, to_tensor
+        from rsd_deploy.train.data import list_images
 
         v = self.cfg.val
         if not v.gt_dir:
             return {}
-        quantize = bool(self.stats.fitted)
-        scores: List[float] = []
         self.model.eval()
-        with torch.no_grad():
-            for path in list_images([v.gt_dir])[: v.max_images]:
-                img = to_tensor(read_rgb(path))
-                f = self.model.config.downsample_factor  # the encoder needs multiples of f
-                h, w = (img.shape[1] // f) * f, (img.shape[2] // f) * f
-                x = img[None, :, :h, :w].to(trainer.device)
-                rec = self.model.decode(self.model.encode(x), quantize=quantize).clamp(-1, 1)
-                scores.append(metrics.psnr(metrics.to_uint8(rec[0].cpu()), metrics.to_uint8(x[0].cpu())))
+        score = reconstruction_psnr(self.model, list_images([v.gt_dir])[: v.max_images], bool(self.stats.fitted),
+                                    trainer.device)
         self.model.train()
-        return {"val/recon_psnr": sum(scores) / max(len(scores), 1)}
+        return {"val/recon_psnr": score}
 
     # ------------------------------------------------------------------ the two phases
     def _images(self, trainer: "Trainer") -> torch.Tensor:

@@ -4,7 +4,8 @@ The start is linear per colour component: two 3x3 stride-2 encoder convs, then t
 nearest x2 (``linear_start``). This fits their separable 1-D taps to the MSE of the reconstruction of
 128 px HR training crops (zoomed like the demo's training data), from the box start (2x2 averages and
 centre copies), and prints the taps, each stage normalised to sum 1 (GroupNorm removes the scale), with
-the PSNR of the box and fitted starts on a folder of validation images:
+the PSNR on a folder of validation images of the box start, these taps and the taps in the code (an earlier
+fit on other crops of the same photos; train/RESULTS.md has the figures):
 
   python train/scripts/fit_pooling_taps.py --hr ../shared/data/hr_photos --split train/configs/hr_photos_split.json \\
       --val runs/hr_photos_val_zoomed/gt
@@ -30,14 +31,16 @@ def main() -> int:
     import torch
 
     from rsd_deploy import metrics
-    from rsd_deploy.train.autoencoder import BOX_DECODER_TAPS, BOX_ENCODER_TAPS, linear_start
+    from rsd_deploy.train.autoencoder import (BOX_DECODER_TAPS, BOX_ENCODER_TAPS, DECODER_TAPS, ENCODER_TAPS,
+                                             linear_start)
     from rsd_deploy.train.data import DegradedHRDataset, list_images, read_rgb, read_split, to_tensor
     from rsd_deploy.train.degradation import DegradationConfig
 
     torch.manual_seed(args.seed)
     only = read_split(args.split, "train") if args.split else None
     data = DegradedHRDataset([args.hr], gt_size=128, rescale_gt=False, zoom_range=(0.35, 1.0), only=only,
-                             degradation=DegradationConfig(bicubic_prob=1.0), seed=args.seed, hflip=False)
+                             degradation=DegradationConfig(bicubic_prob=1.0), seed=args.seed, hflip=False,
+                             cache_bytes=1 << 30)
     crops = torch.stack([data[i]["gt"] for i in range(args.crops)])
     taps = [torch.tensor(BOX_ENCODER_TAPS) for _ in range(2)] + [torch.tensor(BOX_DECODER_TAPS) for _ in range(2)]
     box = [t.clone() for t in taps]
@@ -55,7 +58,8 @@ def main() -> int:
     print(f"DECODER_TAPS = ({tuple(fitted[2])}, {tuple(fitted[3])})")
     if args.val:
         images = [to_tensor(read_rgb(p)) for p in list_images([args.val])]
-        for name, t in (("box", box), ("fitted", [torch.tensor(v) for v in fitted])):
+        current = [torch.tensor(v) for v in ENCODER_TAPS + DECODER_TAPS]
+        for name, t in (("box", box), ("fitted now", [torch.tensor(v) for v in fitted]), ("in the code", current)):
             with torch.no_grad():
                 scores = [metrics.psnr(metrics.to_uint8(linear_start(x[None], t[:2], t[2:])[1][0].clamp(-1, 1)),
                                        metrics.to_uint8(x)) for x in images]
