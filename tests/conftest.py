@@ -114,3 +114,13 @@ def export_dir() -> Path:
     out, code, _, err = tiny_export()
     assert code == 0, err
     return out
+
+
+@pytest.fixture
+def native_bf16(monkeypatch):
+    """Let bf16 paths run on a CPU without AVX512-BF16/AMX (emulated: slower, same numbers); for tests of what
+    bf16 computes, not how fast."""
+    from rsd_deploy.backends import capabilities
+
+    flags = capabilities.cpu_flags()
+    monkeypatch.setattr(capabilities, "cpu_flags", lambda: frozenset(flags | {"avx512_bf16"}))

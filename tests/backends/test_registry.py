@@ -37,7 +37,7 @@ def test_every_table_entry_registers_a_class_with_an_options_dataclass(name):
     assert cls.__module__ == f"rsd_deploy.backends.{base.BACKEND_MODULES[name][0]}"
 
 
-def test_backend_is_built_from_its_options(tiny_rsd, tiny_vq):
+def test_backend_is_built_from_its_options(tiny_rsd, tiny_vq, native_bf16):
     v1 = Schedule.preset("v1")
     from_fields = base.create_backend("torch", unet=tiny_rsd, vq=tiny_vq, schedule=v1, precision="bf16")
     from_options = base.create_backend("torch", TorchOptions(tiny_rsd, tiny_vq, v1), precision="bf16")

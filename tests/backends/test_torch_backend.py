@@ -42,7 +42,7 @@ def test_encode_decode_are_the_autoencoder(tiny_rsd, tiny_vq, v1):
         torch.testing.assert_close(backend.decode(z), tiny_vq.decode(z), atol=1e-6, rtol=0)
 
 
-def test_bf16_on_cpu_is_close_and_quantises_in_fp32(tiny_rsd, tiny_vq, v1, monkeypatch):
+def test_bf16_on_cpu_is_close_and_quantises_in_fp32(tiny_rsd, tiny_vq, v1, monkeypatch, native_bf16):
     fp32 = TorchBackend(TorchOptions(tiny_rsd, tiny_vq, v1))
     bf16 = TorchBackend(TorchOptions(tiny_rsd, tiny_vq, v1, precision="bf16"))
     gen = torch.Generator().manual_seed(2)

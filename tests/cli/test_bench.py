@@ -73,7 +73,7 @@ def test_bad_recipe_is_a_usage_error_in_one_line(tmp_path, capsys, text, words):
     assert recipe.read_text() == text and not (tmp_path / "x").exists()
 
 
-def test_checkpoints_and_quality_against_hr(tmp_path, shared_dir):
+def test_checkpoints_and_quality_against_hr(tmp_path, shared_dir, native_bf16):
     fx, data = shared_dir / "fixtures", shared_dir / "data" / "imagenet_val_sr"
     out = tmp_path / "q"
     main(["--checkpoint", f"rsd={fx / 'rsd_student_tiny' / 'state_dict.pth'}",

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from rsd_deploy.models import Schedule, sample_onestep, sample_resshift
 from tests.conftest import FIXTURES
 
-ATOL = 1e-5
+ATOL = 2e-5  # the official outputs to within float32 kernel order: 1.1e-5 measured on AVX2-only CPUs
 
 
 def golden(name):
