@@ -32,6 +32,7 @@ from rsd_deploy.train.config import ConfigError
 from rsd_deploy.train.method import Method, load_network
 
 if TYPE_CHECKING:
+    from rsd_deploy.train.config import VQTrainConfig
     from rsd_deploy.train.loops import Trainer
 
 logger = logging.getLogger(__name__)
@@ -134,7 +135,7 @@ def linear_start(x: torch.Tensor, encoder_taps: Sequence[Sequence[float]],
     (B, 3, H, W) ``x`` with the separable taps per resampling stage, each colour component on its own, the
     encoder's (0, 1, 0, 1) zero pad and the decoder's nearest x2 and zero padding included."""
     def kernel(taps: Sequence[float]) -> torch.Tensor:
-        t = torch.as_tensor(taps, dtype=x.dtype) if not isinstance(taps, torch.Tensor) else taps
+        t = torch.as_tensor(taps, dtype=x.dtype)  # a float tensor passes through, gradient and all
         return torch.outer(t, t)[None, None].expand(x.shape[1], 1, 3, 3)
 
     h = x
@@ -300,6 +301,14 @@ def reconstruction_psnr(model: VQAutoencoder, paths: Sequence, quantize: bool = 
     return sum(scores) / max(len(scores), 1)
 
 
+def build_vq(spec: "VQTrainConfig") -> VQAutoencoder:
+    """A new autoencoder from ``vq_train``: its model fields and its initialisation (random | pooling)."""
+    model = VQAutoencoder(vq_config_from(spec.model))
+    if spec.init == "pooling":
+        init_as_pooling(model)
+    return model
+
+
 class CodebookState(nn.Module):
     """EMA statistics of the codebook and each code's last use (buffers, so they are checkpointed)."""
 
@@ -321,9 +330,7 @@ class VQMethod(Method):
             if not isinstance(model, VQAutoencoder):
                 raise ConfigError("method vq trains a VQ autoencoder; `vq:` names a UNet checkpoint")
         else:
-            model = VQAutoencoder(vq_config_from(v.model))
-            if v.init == "pooling":
-                init_as_pooling(model)
+            model = build_vq(v)
         self.model = model.to(trainer.device).train().requires_grad_(True)
         self.model.quantize.requires_grad_(False)  # the codebook moves by k-means and EMA, not by gradients
         self.stats = CodebookState(model.config.n_embed, model.config.embed_dim).to(trainer.device)

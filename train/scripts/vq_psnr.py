@@ -26,8 +26,7 @@ def main() -> int:
     import torch
 
     from rsd_deploy.errors import RSDError
-    from rsd_deploy.models.vq import VQAutoencoder
-    from rsd_deploy.train.autoencoder import init_as_pooling, reconstruction_psnr, vq_config_from
+    from rsd_deploy.train.autoencoder import build_vq, reconstruction_psnr
     from rsd_deploy.train.config import load_config
     from rsd_deploy.train.data import list_images
     from rsd_deploy.train.method import load_network
@@ -38,9 +37,7 @@ def main() -> int:
         else:
             cfg = load_config(args.start, [])
             torch.manual_seed(cfg.seed)
-            model = VQAutoencoder(vq_config_from(cfg.vq_train.model))
-            if cfg.vq_train.init == "pooling":
-                init_as_pooling(model)
+            model = build_vq(cfg.vq_train)
         model.eval()
         for folder in args.folders:
             paths = list_images([folder])[: args.max_images]
