@@ -51,6 +51,7 @@ def cpu_has_bf16() -> bool:
 
 
 def cpu_has_amx() -> bool:
+    """True with AMX-BF16 tiles (Intel Sapphire Rapids+), where bf16 training steps beat fp32 on the CPU."""
     return "amx_bf16" in cpu_flags()
 
 
@@ -96,9 +97,11 @@ def auto_precision(runtime: str, device: str) -> tuple:
 def training_precision(requested: str, device: str) -> str:
     """The autocast precision rsd-train uses for ``optim.precision`` (fp32 | bf16 | auto) on ``device``.
 
-    auto: bf16 where it is native (CUDA with bf16, or a CPU with AVX512-BF16/AMX-BF16), else fp32. An explicit
-    bf16 on a CPU without them is kept but warned about: emulated bf16 measured ~15x slower than fp32 for the
-    demo VQ on an AVX2-only AMD EPYC (38 s against 2.5 s per step).
+    auto: bf16 where it pays (CUDA with bf16, or a CPU with AMX-BF16), else fp32. AVX512-BF16 alone does not
+    pay for training: on an Intel Xeon with AVX512-BF16 and no AMX, bf16 autocast measured slower than fp32
+    (demo teacher 5.1 against 7.7 images/s, demo VQ 2.0 against 2.5; train/RESULTS.md). An explicit bf16 is
+    kept; without native bf16 it is warned about: emulated bf16 measured ~15x slower than fp32 for the demo VQ
+    on an AVX2-only AMD EPYC (38 s against 2.5 s per step).
     """
     kind = str(device).split(":", 1)[0]
     if requested == "fp32":
@@ -107,10 +110,11 @@ def training_precision(requested: str, device: str) -> str:
         import torch
 
         native = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        fast = native
     else:
-        native = cpu_has_bf16()
+        native, fast = cpu_has_bf16(), cpu_has_amx()
     if requested == "auto":
-        chosen = "bf16" if native else "fp32"
+        chosen = "bf16" if fast else "fp32"
         logger.info("optim.precision auto: %s (%s)", chosen, cpu_summary() if kind == "cpu" else kind)
         return chosen
     if not native:
