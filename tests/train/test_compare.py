@@ -207,10 +207,10 @@ def test_contenders_need_a_vq_and_a_multistep_teacher():
     assert compare.student_source("default", None).checkpoint is None  # the embedded model brings its VQ
 
 
-def _script():
+def _script(name: str = "evaluate_models"):
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("evaluate_models", ROOT / "train" / "scripts" / "evaluate_models.py")
+    spec = importlib.util.spec_from_file_location(name, ROOT / "train" / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)  # type: ignore[union-attr]
     return module
@@ -237,3 +237,31 @@ def test_script_writes_json_and_markdown_and_says_why_rows_are_missing(crop_set,
     assert script.main() == 2
     err = capsys.readouterr().err
     assert "lq/ and gt/" in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "x.json").exists()
+
+
+def test_vq_ceilings_rows_match_the_comparison_and_the_round_trip(crop_set, tmp_path, monkeypatch, capsys):
+    from rsd_deploy import metrics
+    from rsd_deploy.train import compare
+    from rsd_deploy.train.method import load_network
+
+    script = _script("vq_ceilings")
+    monkeypatch.setattr(sys, "argv", ["vq_ceilings.py", "--vq", str(VQ), "--limit", "3", str(crop_set)])
+    assert script.main() == 0
+    table = {line.split("|")[1].strip(): [float(v) for v in line.split("|")[2:6]]
+             for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "row" not in line}
+    assert list(table) == ["bicubic", "VQ(bicubic)", "VQ(HR)"]
+    bicubic = compare.compare_set("crops", crop_set, {}, limit=3).means["bicubic"]
+    assert table["bicubic"][0] == pytest.approx(bicubic["psnr_y"], abs=0.006)
+    vq = load_network(str(VQ), "vq").eval()
+    psnrs = []
+    for name in sorted(p.name for p in (crop_set / "gt").iterdir())[:3]:
+        gt = _rgb(crop_set / "gt" / name)
+        with torch.no_grad():
+            rec = vq.decode(vq.encode(torch.from_numpy(gt).permute(2, 0, 1)[None].float() / 127.5 - 1))
+        psnrs.append(metrics.psnr(metrics.rgb_to_y(metrics.to_uint8(rec[0].clamp(-1, 1)).transpose(1, 2, 0)),
+                                  metrics.rgb_to_y(gt)))
+    assert table["VQ(HR)"][0] == pytest.approx(float(np.mean(psnrs)), abs=0.006)
+    monkeypatch.setattr(sys, "argv", ["vq_ceilings.py", "--vq", str(VQ), str(tmp_path)])
+    assert script.main() == 2
+    err = capsys.readouterr().err
+    assert "lq/ and gt/" in err and len(err.strip().splitlines()) == 1
