@@ -265,3 +265,9 @@ def test_vq_ceilings_rows_match_the_comparison_and_the_round_trip(crop_set, tmp_
     assert script.main() == 2
     err = capsys.readouterr().err
     assert "lq/ and gt/" in err and len(err.strip().splitlines()) == 1
+    (tmp_path / "empty" / "lq").mkdir(parents=True)
+    (tmp_path / "empty" / "gt").mkdir()
+    monkeypatch.setattr(sys, "argv", ["vq_ceilings.py", "--vq", str(VQ), str(tmp_path / "empty")])
+    assert script.main() == 2
+    err = capsys.readouterr().err
+    assert "holds no images" in err and len(err.strip().splitlines()) == 1
