@@ -93,6 +93,18 @@ class Terminated(BaseException):
     turn it into one line and exit code 143."""
 
 
+_IMPORT_RETRY_S = 0.05
+
+
+def _inside_import(frame) -> bool:
+    """Whether Python's import machinery is on the stack of ``frame`` (a module is being imported)."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib._bootstrap"):
+            return True
+        frame = frame.f_back
+    return False
+
+
 @contextlib.contextmanager
 def sigterm_as_exception() -> Iterator[None]:
     """While active, SIGTERM raises ``Terminated`` in the main thread instead of killing the process
@@ -102,6 +114,14 @@ def sigterm_as_exception() -> Iterator[None]:
         return
 
     def _raise(signum, frame):  # noqa: ARG001 - signal handler signature
+        if _inside_import(frame):
+            # Raised inside a C extension's init (torch.onnx, onnxruntime, ...), Terminated would come
+            # out as "ImportError: initialization failed", which optional-import fallbacks swallow: the
+            # work would go on. Re-deliver the signal shortly instead, once the import has finished.
+            timer = threading.Timer(_IMPORT_RETRY_S, os.kill, (os.getpid(), signal.SIGTERM))
+            timer.daemon = True
+            timer.start()
+            return
         raise Terminated()
 
     try:

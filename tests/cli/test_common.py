@@ -108,6 +108,41 @@ def test_sigterm_runs_cleanups_and_exits_143(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["slow.py"]
 
 
+def test_sigterm_during_an_import_waits_for_it_then_exits_143(tmp_path):
+    """SIGTERM inside an import is held until the import ends: raised inside a C extension's init it would
+    become "ImportError: initialization failed", which optional-import fallbacks swallow (exit 70 in CI)."""
+    marker = tmp_path / "imported"
+    (tmp_path / "slow_module.py").write_text(textwrap.dedent(f"""
+        import os, signal, time
+        os.kill(os.getpid(), signal.SIGTERM)  # the signal lands mid-import
+        time.sleep(0.3)
+        open({str(marker)!r}, "w").close()
+    """))
+    script = tmp_path / "importer.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys, time, click
+        sys.path.insert(0, {str(tmp_path)!r})
+        from rsd_deploy.cli.common import run_command
+        from rsd_deploy.fileio import staging_dir
+
+        @click.command(name="rsd-slow")
+        def cli():
+            with staging_dir({str(tmp_path)!r}, ".rsd-slow-"):
+                try:
+                    import slow_module  # noqa: F401
+                except ImportError:
+                    print("swallowed", flush=True)
+                time.sleep(60)
+
+        sys.exit(run_command(cli, []))
+    """))
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert proc.returncode == 143, proc.stderr
+    assert proc.stderr == "error: rsd-slow: terminated (SIGTERM); nothing half-written was kept\n"
+    assert marker.exists() and proc.stdout == ""
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".rsd-slow-")]
+
+
 def test_exit_code_table_is_documented_once_and_linked():
     doc = (REPO / "docs" / "CLI.md").read_text()
     for code in EXIT_CODES:
