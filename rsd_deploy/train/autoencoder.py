@@ -334,6 +334,10 @@ class VQMethod(Method):
         self.model = model.to(trainer.device).train().requires_grad_(True)
         self.model.quantize.requires_grad_(False)  # the codebook moves by k-means and EMA, not by gradients
         self.stats = CodebookState(model.config.n_embed, model.config.embed_dim).to(trainer.device)
+        if v.frozen_latents:  # decoder fine-tuning: the loaded codebook is kept, never refitted
+            for frozen in (self.model.encoder, self.model.quant_conv):
+                frozen.requires_grad_(False)
+            self.stats.fitted.fill_(True)
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizers = {"model": trainer.make_optimizer(params)}
         self.models = {"model": self.model, "codebook": self.stats}
@@ -431,7 +435,8 @@ class VQMethod(Method):
         for micro in range(acc):
             x = self._images(trainer)
             with trainer.autocast():
-                z = self.model.encode(x).float()
+                with torch.set_grad_enabled(not v.frozen_latents):
+                    z = self.model.encode(x).float()
                 if quantised:
                     z_q, idx = self.model.quantize(z)
                     z_dec = z + (z_q - z).detach()
@@ -451,7 +456,7 @@ class VQMethod(Method):
             psnr = -10 * torch.log10(((rec.detach().clamp(-1, 1) - x) / 2).pow(2).mean().clamp(min=1e-10))
             for key, val in (("vq/l1", l1), ("vq/gradient_l1", grad), ("vq/commitment", commit), ("vq/psnr", psnr)):
                 logs.setdefault(key, []).append(float(val.detach()))
-            if quantised:
+            if quantised and not v.frozen_latents:
                 for key, val in self._update_codebook(z, idx, iteration).items():
                     logs.setdefault(key, []).append(val)
         grad_norm = trainer.clip(self.model)

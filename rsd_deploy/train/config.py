@@ -123,6 +123,9 @@ class VQTrainConfig:
     codebook_decay: float = 0.99  # EMA codebook updates (no codebook gradient)
     dead_after: int = 50  # a code unused for this many iterations restarts at a random current latent
     lpips_weight: float = 0.1  # used only when lpips.weights names a local file
+    # decoder fine-tuning: the encoder and codebook of `vq:` stay frozen, so the latents (and every UNet
+    # trained on them) stay valid; only post_quant_conv and the decoder train, on quantised latents
+    frozen_latents: bool = False
 
 
 @dataclass
@@ -180,6 +183,8 @@ class TrainConfig:
         v = self.vq_train
         if self.method == Method.VQ and not 0 <= v.quantize_from < self.optim.iterations:
             raise ConfigError(f"vq_train.quantize_from must be in 0 .. optim.iterations - 1, got {v.quantize_from}")
+        if self.method == Method.VQ and v.frozen_latents and not self.vq:
+            raise ConfigError("vq_train.frozen_latents fine-tunes the decoder of a trained autoencoder; set `vq:` to it")
         if v.init not in ("random", "pooling"):
             raise ConfigError(f"vq_train.init must be random or pooling, got {v.init!r}")
         if not 0 <= v.lr_share < 1:

@@ -133,6 +133,26 @@ def test_vq_run_fits_the_codebook_and_restarts_dead_codes(make_config):
         export_checkpoint(ckpt, Path(cfg.output_dir) / "vq.pth")
 
 
+def test_frozen_latents_trains_only_the_decoder_of_a_loaded_autoencoder(make_config):
+    """Decoder fine-tuning keeps encoder, quant_conv and codebook bit-exact (a UNet trained on the latents stays
+    valid) and moves the decoder; without `vq:` there is nothing to fine-tune."""
+    from rsd_deploy.checkpoint import load_checkpoint
+    from rsd_deploy.errors import ConfigError
+    from rsd_deploy.train.loops import Trainer
+
+    cfg = make_config("vq", teacher=None, vq_train={"frozen_latents": True},
+                      optim={"iterations": 3, "lr": 1e-3, "warmup": 0})
+    trainer = Trainer(cfg)
+    before = {k: v.clone() for k, v in trainer.method.model.state_dict().items()}
+    out = trainer.run()
+    after = load_checkpoint(out).state_dict()
+    frozen = ("encoder.", "quant_conv.", "quantize.")
+    assert all(torch.equal(after[k], v) for k, v in before.items() if k.startswith(frozen))
+    assert any(not torch.equal(after[k], v) for k, v in before.items() if k.startswith("decoder."))
+    with pytest.raises(ConfigError, match="frozen_latents.*set `vq:`"):
+        Trainer(make_config("vq", vq=None, teacher=None, vq_train={"model": SMALL_VQ, "frozen_latents": True}))
+
+
 def test_vq_method_needs_no_teacher_but_checks_quantize_from(make_config):
     from rsd_deploy.errors import ConfigError
     from rsd_deploy.train.loops import Trainer
