@@ -48,3 +48,26 @@ def test_the_rebuild_chain_trains_packages_and_loads(tmp_path):
     again = subprocess.run(["bash", str(REPO / "train/scripts/rebuild_demo_model.sh"), str(run), *TINY], env=env,
                            capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and again.stdout.count("exists, skipped") == 3
+
+
+def test_the_decoder_fine_tuning_config_freezes_the_demo_latents(tmp_path):
+    """train/configs/demo_vq_decoder.yaml (measured in train/RESULTS.md, not shipped) is a decoder-only run
+    on the stage-1 autoencoder, and a tiny run of it leaves the encoder and codebook bit-exact."""
+    if not (SHARED / "data" / "hr_photos").is_dir():
+        pytest.skip("shared hr_photos absent")
+    import torch
+
+    from rsd_deploy.checkpoint import load_checkpoint
+    from rsd_deploy.train import load_config
+    from rsd_deploy.train.loops import Trainer
+    from tests.train.conftest import VQ
+
+    cfg = load_config(REPO / "train/configs/demo_vq_decoder.yaml",
+                      [f"vq={VQ}", f"output_dir={tmp_path / 'dec'}", "optim.iterations=2", "optim.batch_size=1",
+                       "optim.micro_batch=1", "optim.warmup=0", "data.gt_size=64", "val.every=0",
+                       "log.checkpoint_every=0"])
+    assert cfg.method.value == "vq" and cfg.vq_train.frozen_latents and cfg.val.gt_dir.endswith("hr_photos_val_zoomed/gt")
+    before = load_checkpoint(VQ).state_dict()
+    after = load_checkpoint(Trainer(cfg).run()).state_dict()
+    assert all(torch.equal(after[k].float(), v.float()) for k, v in before.items()
+               if k.startswith(("encoder.", "quant_conv.", "quantize.")))
