@@ -62,11 +62,20 @@ def test_the_decoder_fine_tuning_config_freezes_the_demo_latents(tmp_path):
     from rsd_deploy.train.loops import Trainer
     from tests.train.conftest import VQ
 
+    import shutil
+
+    import yaml
+
+    written = yaml.safe_load((REPO / "train/configs/demo_vq_decoder.yaml").read_text())
+    assert written["val"]["gt_dir"].endswith("runs/hr_photos_val_zoomed/gt")  # made by make_val_crops.py, not in git
+    gt = tmp_path / "gt"
+    gt.mkdir()
+    shutil.copy(sorted((SHARED / "data" / "hr_photos").glob("*.jpg"))[0], gt)
     cfg = load_config(REPO / "train/configs/demo_vq_decoder.yaml",
-                      [f"vq={VQ}", f"output_dir={tmp_path / 'dec'}", "optim.iterations=2", "optim.batch_size=1",
-                       "optim.micro_batch=1", "optim.warmup=0", "data.gt_size=64", "val.every=0",
+                      [f"vq={VQ}", f"output_dir={tmp_path / 'dec'}", f"val.gt_dir={gt}", "optim.iterations=2",
+                       "optim.batch_size=1", "optim.micro_batch=1", "optim.warmup=0", "data.gt_size=64", "val.every=0",
                        "log.checkpoint_every=0"])
-    assert cfg.method.value == "vq" and cfg.vq_train.frozen_latents and cfg.val.gt_dir.endswith("hr_photos_val_zoomed/gt")
+    assert cfg.method.value == "vq" and cfg.vq_train.frozen_latents
     before = load_checkpoint(VQ).state_dict()
     after = load_checkpoint(Trainer(cfg).run()).state_dict()
     assert all(torch.equal(after[k].float(), v.float()) for k, v in before.items()
