@@ -55,16 +55,15 @@ def test_the_decoder_fine_tuning_config_freezes_the_demo_latents(tmp_path):
     on the stage-1 autoencoder, and a tiny run of it leaves the encoder and codebook bit-exact."""
     if not (SHARED / "data" / "hr_photos").is_dir():
         pytest.skip("shared hr_photos absent")
+    import shutil
+
     import torch
+    import yaml
 
     from rsd_deploy.checkpoint import load_checkpoint
     from rsd_deploy.train import load_config
     from rsd_deploy.train.loops import Trainer
     from tests.train.conftest import VQ
-
-    import shutil
-
-    import yaml
 
     written = yaml.safe_load((REPO / "train/configs/demo_vq_decoder.yaml").read_text())
     assert written["val"]["gt_dir"].endswith("runs/hr_photos_val_zoomed/gt")  # made by make_val_crops.py, not in git
