@@ -14,7 +14,12 @@ Two phases, both [ours] (ResShift trains its VQ-f4 elsewhere, with a GAN, on far
    training goes on through the quantiser with a straight-through estimator, a commitment term and
    EMA codebook updates, and codes unused for ``dead_after`` iterations restart at random latents.
 
-LPIPS joins the loss only when local weights are given (``lpips.weights``).
+LPIPS joins the loss only when local weights are given (``lpips.weights``). With
+``vq_train.adversarial_weight`` > 0 a PatchGAN discriminator (hinge loss) trains beside the decoder from
+``adversarial_from`` on, and its generator term joins the loss at VQGAN's adaptive balance against the
+reconstruction loss: the adversarial term is what rewards detail that pixel losses average away.
+With ``vq_train.student`` (and frozen latents) the decoder learns to decode a one-step student's outputs
+for each LR crop, against the HR crop: the latents the deployed pipeline actually decodes.
 """
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ from torch import nn
 from rsd_deploy.config import VQConfig
 from rsd_deploy.models.vq import AttnBlock, ResnetBlock, VQAutoencoder
 from rsd_deploy.train.config import ConfigError
+from rsd_deploy.train.losses import PatchDiscriminator, adaptive_gan_weight, hinge_d_loss
 from rsd_deploy.train.method import Method, load_network
 
 if TYPE_CHECKING:
@@ -341,6 +347,17 @@ class VQMethod(Method):
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizers = {"model": trainer.make_optimizer(params)}
         self.models = {"model": self.model, "codebook": self.stats}
+        self.student: Optional[nn.Module] = None
+        if v.student:
+            self.student = load_network(v.student, "vq_train.student").to(trainer.device).eval().requires_grad_(False)
+        self.discriminator: Optional[PatchDiscriminator] = None
+        if v.adversarial_weight > 0:
+            self.discriminator = PatchDiscriminator(v.disc_channels, v.disc_layers).to(trainer.device).train()
+            # VQGAN's discriminator betas: a short memory keeps up with a moving generator
+            self.optimizers["discriminator"] = torch.optim.AdamW(
+                self.discriminator.parameters(), lr=cfg.optim.lr, betas=(0.5, 0.9),
+                weight_decay=cfg.optim.weight_decay)
+            self.models["discriminator"] = self.discriminator
         self.lpips = None
         if cfg.lpips.weights:
             from rsd_deploy.train.lpips import load_lpips
@@ -376,6 +393,18 @@ class VQMethod(Method):
         if n_lr:
             gt = torch.cat([bicubic_x4(lq[:n_lr]).clamp(-1, 1), gt[n_lr:]])
         return gt
+
+    @torch.no_grad()
+    def _student_latents(self, trainer: "Trainer") -> Tuple[torch.Tensor, torch.Tensor]:
+        """(HR crops, the student's one-step x0 from their LR): what the deployed pipeline decodes."""
+        from rsd_deploy.models.sampler import sample_onestep
+        from rsd_deploy.pipeline.image_io import bicubic_x4
+
+        lq, gt = trainer.next_images()
+        with trainer.autocast():
+            z_y = self.model.encode(bicubic_x4(lq)).float()
+            z = sample_onestep(self.student, trainer.schedule, z_y, lq, generator=trainer.generator)
+        return gt, z.float()
 
     @torch.no_grad()
     def _fit_codebook(self, trainer: "Trainer") -> None:
@@ -429,14 +458,22 @@ class VQMethod(Method):
         quantised = bool(self.stats.fitted)
         trainer.set_lr(opt, iteration)
         opt.zero_grad(set_to_none=True)
+        disc = self.discriminator if iteration >= v.adversarial_from else None
+        if disc is not None:
+            trainer.set_lr(self.optimizers["discriminator"], iteration)
+            self.optimizers["discriminator"].zero_grad(set_to_none=True)
         span = max(v.quantize_from, 1)
         guide = v.guide_weight[0] + (v.guide_weight[1] - v.guide_weight[0]) * min(1.0, iteration / span)
         logs: Dict[str, List[float]] = {}
         for micro in range(acc):
-            x = self._images(trainer)
+            if self.student is not None:
+                x, z = self._student_latents(trainer)
+            else:
+                x = self._images(trainer)
             with trainer.autocast():
-                with torch.set_grad_enabled(not v.frozen_latents):
-                    z = self.model.encode(x).float()
+                if self.student is None:
+                    with torch.set_grad_enabled(not v.frozen_latents):
+                        z = self.model.encode(x).float()
                 if quantised:
                     z_q, idx = self.model.quantize(z)
                     z_dec = z + (z_q - z).detach()
@@ -447,12 +484,25 @@ class VQMethod(Method):
                 rec = self.model.decoder(self.model.post_quant_conv(z_dec)).float()
                 l1 = (rec - x).abs().mean()
                 grad = gradient_l1(rec, x)
-                loss = l1 + v.gradient_weight * grad + v.commitment * commit
+                rec_loss = l1 + v.gradient_weight * grad
+                if self.lpips is not None:
+                    rec_loss = rec_loss + v.lpips_weight * self.lpips(rec.clamp(-1, 1), x).mean()
+                loss = rec_loss + v.commitment * commit
                 if not quantised and guide > 0:
                     loss = loss + guide * (z - F.avg_pool2d(x, self.model.config.downsample_factor)).abs().mean()
-                if self.lpips is not None:
-                    loss = loss + self.cfg.vq_train.lpips_weight * self.lpips(rec.clamp(-1, 1), x).mean()
+                if disc is not None:
+                    disc.requires_grad_(False)  # the generator term moves the decoder only
+                    g_gan = -disc(rec).float().mean()
+                    balance = adaptive_gan_weight(rec_loss, g_gan, self.model.decoder.conv_out.weight)
+                    loss = loss + v.adversarial_weight * balance * g_gan
             (loss / acc).backward()
+            if disc is not None:
+                disc.requires_grad_(True)
+                with trainer.autocast():
+                    d_loss = hinge_d_loss(disc(x), disc(rec.detach()))
+                (d_loss / acc).backward()
+                for key, val in (("vq/g_gan", g_gan), ("vq/d_loss", d_loss), ("vq/gan_balance", balance)):
+                    logs.setdefault(key, []).append(float(val.detach()))
             psnr = -10 * torch.log10(((rec.detach().clamp(-1, 1) - x) / 2).pow(2).mean().clamp(min=1e-10))
             for key, val in (("vq/l1", l1), ("vq/gradient_l1", grad), ("vq/commitment", commit), ("vq/psnr", psnr)):
                 logs.setdefault(key, []).append(float(val.detach()))
@@ -461,6 +511,9 @@ class VQMethod(Method):
                     logs.setdefault(key, []).append(val)
         grad_norm = trainer.clip(self.model)
         opt.step()
+        if disc is not None:
+            logs["grad_norm/discriminator"] = [trainer.clip(disc)]
+            self.optimizers["discriminator"].step()
         out = {k: sum(vals) / len(vals) for k, vals in logs.items()}
         out.update({"vq/guide": guide if not quantised else 0.0, "grad_norm/model": grad_norm})
         return out

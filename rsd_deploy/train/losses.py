@@ -93,6 +93,55 @@ class DiscriminatorHead(nn.Module):
         return self.net(features.float()).flatten(1).mean(1)
 
 
+class PatchDiscriminator(nn.Module):
+    """[ours] PatchGAN image discriminator (the pix2pix / VQGAN design) for the autoencoder's decoder.
+
+    (B, 3, H, W) images in [-1, 1] -> (B, 1, ~H/2^L, ~W/2^L) logits, one per overlapping patch: a strided
+    4x4 conv, L - 1 more with BatchNorm (channels doubling, at most 8x), a 3x3 conv with BatchNorm and a
+    3x3 conv to one logit, LeakyReLU(0.2) between; weights start at N(0, 0.02) as in pix2pix. Real and
+    fake images go through in separate calls, so each batch is normalised by its own statistics.
+    (A spectral-norm variant was tried first: its logits stayed at 0 and the hinge loss at 2.)
+    """
+
+    def __init__(self, channels: int = 32, layers: int = 3, in_channels: int = 3) -> None:
+        super().__init__()
+        blocks: List[nn.Module] = [nn.Conv2d(in_channels, channels, 4, stride=2, padding=1), nn.LeakyReLU(0.2)]
+        cin = channels
+        for level in range(1, layers):
+            cout = channels * min(2 ** level, 8)
+            blocks += [nn.Conv2d(cin, cout, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(cout),
+                       nn.LeakyReLU(0.2)]
+            cin = cout
+        blocks += [nn.Conv2d(cin, cin, 3, padding=1, bias=False), nn.BatchNorm2d(cin), nn.LeakyReLU(0.2),
+                   nn.Conv2d(cin, 1, 3, padding=1)]
+        self.net = nn.Sequential(*blocks)
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.normal_(module.weight, 0.0, 0.02)
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.normal_(module.weight, 1.0, 0.02)
+                nn.init.zeros_(module.bias)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images)
+
+
+def hinge_d_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:
+    """Discriminator hinge loss: ``mean relu(1 - D(real)) + mean relu(1 + D(fake))`` (scalar)."""
+    return F.relu(1 - logits_real.float()).mean() + F.relu(1 + logits_fake.float()).mean()
+
+
+def adaptive_gan_weight(rec_loss: torch.Tensor, gan_loss: torch.Tensor, last_weight: torch.Tensor,
+                        limit: float = 1e4) -> torch.Tensor:
+    """VQGAN's balance: ``||grad rec|| / ||grad gan||`` at the decoder's last layer (detached, <= limit).
+
+    Makes the adversarial weight a fraction of the reconstruction's pull whatever the losses' scales.
+    """
+    g_rec = torch.autograd.grad(rec_loss, last_weight, retain_graph=True)[0]
+    g_gan = torch.autograd.grad(gan_loss, last_weight, retain_graph=True)[0]
+    return (g_rec.norm() / (g_gan.norm() + 1e-4)).clamp(0, limit).detach()
+
+
 class FakeModel(nn.Module):
     """The fake ResShift model f_phi (a teacher copy) plus the discriminator head on its bottleneck.
 

@@ -159,3 +159,103 @@ def test_vq_method_needs_no_teacher_but_checks_quantize_from(make_config):
 
     with pytest.raises(ConfigError, match="quantize_from"):
         Trainer(make_config("vq", vq=None, teacher=None, vq_train={"model": SMALL_VQ, "quantize_from": 9}))
+
+
+# ------------------------------------------------------------------ adversarial decoder term
+def test_hinge_discriminator_loss_values():
+    from rsd_deploy.train.losses import hinge_d_loss
+
+    assert float(hinge_d_loss(torch.full((2, 1, 4, 4), 2.0), torch.full((2, 1, 4, 4), -3.0))) == 0.0  # past margins
+    assert float(hinge_d_loss(torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2))) == pytest.approx(2.0)
+    # only the margin violations count: real 0.5 -> 0.5, fake 0 -> 1
+    assert float(hinge_d_loss(torch.full((1, 1, 2, 2), 0.5), torch.zeros(1, 1, 2, 2))) == pytest.approx(1.5)
+
+
+def test_adaptive_gan_weight_is_the_ratio_of_gradient_norms_at_the_last_layer():
+    from rsd_deploy.train.losses import adaptive_gan_weight
+
+    w = torch.tensor([1.0, -2.0, 0.5], requires_grad=True)
+    rec, gan = (w ** 2).sum() * 3.0, (w ** 2).sum() * 0.5  # gradients 6w and 1w: ratio 6
+    assert float(adaptive_gan_weight(rec, gan, w)) == pytest.approx(6.0, rel=1e-4)
+    assert w.grad is None  # it measures, it does not accumulate gradients
+    flat = (w * 0).sum()  # a generator term with no gradient: the weight saturates at the limit, no inf
+    assert float(adaptive_gan_weight(rec, flat, w, limit=100.0)) == 100.0
+
+
+def test_patch_discriminator_learns_to_tell_blur_from_detail():
+    """One logit per patch, any size; a few hinge steps separate sharp noise images from their blurred copies."""
+    from rsd_deploy.train.losses import PatchDiscriminator, hinge_d_loss
+
+    torch.manual_seed(0)
+    disc = PatchDiscriminator(channels=8, layers=2)
+    assert disc(torch.zeros(1, 3, 64, 48)).shape == (1, 1, 16, 12)
+    opt = torch.optim.Adam(disc.parameters(), lr=2e-3, betas=(0.5, 0.9))
+    for _ in range(40):
+        sharp = torch.rand(4, 3, 32, 32) * 2 - 1
+        blurred = F.avg_pool2d(sharp, 4, stride=1, padding=2, count_include_pad=False)[..., :32, :32]
+        loss = hinge_d_loss(disc(sharp), disc(blurred))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        sharp = torch.rand(4, 3, 32, 32) * 2 - 1
+        blurred = F.avg_pool2d(sharp, 4, stride=1, padding=2, count_include_pad=False)[..., :32, :32]
+        assert float(disc(sharp).mean()) > float(disc(blurred).mean()) + 0.5
+
+
+def test_adversarial_decoder_fine_tuning_trains_a_discriminator_from_its_start_iteration(make_config):
+    """With adversarial_weight the discriminator and its optimiser join the checkpoint, it trains only from
+    adversarial_from on, the encoder and codebook stay frozen, and the exported autoencoder holds no
+    discriminator."""
+    from rsd_deploy.checkpoint import load_checkpoint
+    from rsd_deploy.errors import ConfigError
+    from rsd_deploy.train.checkpointing import load_training_state
+    from rsd_deploy.train.loops import Trainer
+
+    cfg = make_config("vq", teacher=None, vq_train={"frozen_latents": True, "adversarial_weight": 0.5,
+                                                     "adversarial_from": 2, "disc_channels": 8, "disc_layers": 2},
+                      optim={"iterations": 3, "lr": 1e-3, "warmup": 0}, log={"checkpoint_every": 3})
+    trainer = Trainer(cfg)
+    disc_before = {k: v.clone() for k, v in trainer.method.discriminator.state_dict().items()}
+    enc_before = {k: v.clone() for k, v in trainer.method.model.state_dict().items() if k.startswith("encoder.")}
+    out = trainer.run()
+    logged = [h for h in trainer.history if "step" in h and "vq/l1" in h]
+    assert [("vq/d_loss" in h) for h in logged] == [False, False, True]
+    assert all(torch.isfinite(torch.tensor(h["vq/gan_balance"])) for h in logged if "vq/gan_balance" in h)
+    state = load_training_state(Path(cfg.output_dir) / "checkpoints" / "step_0000003.pt")
+    assert set(state["models"]) == {"model", "codebook", "discriminator"}
+    assert "discriminator" in state["optimizers"]
+    moved = [k for k, v in disc_before.items() if not torch.equal(state["models"]["discriminator"][k], v)]
+    assert any(k.endswith("weight") for k in moved) and any(k.endswith("running_mean") for k in moved)
+    exported = load_checkpoint(out).state_dict()
+    assert not any("discriminator" in k or k.startswith("net.") for k in exported)
+    assert all(torch.equal(exported[k], v) for k, v in enc_before.items())
+    with pytest.raises(ConfigError, match="adversarial_weight"):
+        Trainer(make_config("vq", teacher=None, vq_train={"frozen_latents": True, "adversarial_weight": -1}))
+
+
+def test_decoder_fine_tuning_on_a_students_outputs_decodes_exactly_what_the_student_returns(make_config):
+    """vq_train.student: the decoder's input is the quantised one-step x0 of the student for the batch's LR
+    (what rsd-upscale decodes), not the HR crop's own latent; it needs the frozen encoder it was trained with."""
+    from rsd_deploy.errors import ConfigError
+    from rsd_deploy.train.loops import Trainer
+    from tests.conftest import FIXTURES
+
+    student = FIXTURES / "rsd_student_tiny" / "state_dict.pth"
+    if not student.is_file():
+        pytest.skip("the tiny RSD student fixture is absent")
+    cfg = make_config("vq", teacher=None, vq_train={"frozen_latents": True, "student": str(student)},
+                      optim={"iterations": 2, "lr": 1e-3, "warmup": 0})
+    trainer = Trainer(cfg)
+    method = trainer.method
+    seen = {"student": [], "decoder": []}
+    method.student.register_forward_hook(lambda m, i, out: seen["student"].append(out.detach().float()))
+    method.model.post_quant_conv.register_forward_pre_hook(lambda m, i: seen["decoder"].append(i[0].detach()))
+    trainer.run()
+    assert len(seen["student"]) == len(seen["decoder"]) == 2
+    for x0, decoded in zip(seen["student"], seen["decoder"]):
+        z_q, _ = method.model.quantize(x0)
+        assert torch.allclose(decoded, z_q, atol=1e-5)
+        assert decoded.shape[-1] == 64 // 4  # latent of the 64 px HR crop, from its 16 px LR
+    with pytest.raises(ConfigError, match="vq_train.student.*frozen_latents"):
+        Trainer(make_config("vq", teacher=None, vq_train={"student": str(student)}))
