@@ -18,8 +18,6 @@ LPIPS joins the loss only when local weights are given (``lpips.weights``). With
 ``vq_train.adversarial_weight`` > 0 a PatchGAN discriminator (hinge loss) trains beside the decoder from
 ``adversarial_from`` on, and its generator term joins the loss at VQGAN's adaptive balance against the
 reconstruction loss: the adversarial term is what rewards detail that pixel losses average away.
-With ``vq_train.student`` (and frozen latents) the decoder learns to decode a one-step student's outputs
-for each LR crop, against the HR crop: the latents the deployed pipeline actually decodes.
 """
 from __future__ import annotations
 
@@ -347,9 +345,6 @@ class VQMethod(Method):
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizers = {"model": trainer.make_optimizer(params)}
         self.models = {"model": self.model, "codebook": self.stats}
-        self.student: Optional[nn.Module] = None
-        if v.student:
-            self.student = load_network(v.student, "vq_train.student").to(trainer.device).eval().requires_grad_(False)
         self.discriminator: Optional[PatchDiscriminator] = None
         if v.adversarial_weight > 0:
             self.discriminator = PatchDiscriminator(v.disc_channels, v.disc_layers).to(trainer.device).train()
@@ -393,18 +388,6 @@ class VQMethod(Method):
         if n_lr:
             gt = torch.cat([bicubic_x4(lq[:n_lr]).clamp(-1, 1), gt[n_lr:]])
         return gt
-
-    @torch.no_grad()
-    def _student_latents(self, trainer: "Trainer") -> Tuple[torch.Tensor, torch.Tensor]:
-        """(HR crops, the student's one-step x0 from their LR): what the deployed pipeline decodes."""
-        from rsd_deploy.models.sampler import sample_onestep
-        from rsd_deploy.pipeline.image_io import bicubic_x4
-
-        lq, gt = trainer.next_images()
-        with trainer.autocast():
-            z_y = self.model.encode(bicubic_x4(lq)).float()
-            z = sample_onestep(self.student, trainer.schedule, z_y, lq, generator=trainer.generator)
-        return gt, z.float()
 
     @torch.no_grad()
     def _fit_codebook(self, trainer: "Trainer") -> None:
@@ -466,14 +449,10 @@ class VQMethod(Method):
         guide = v.guide_weight[0] + (v.guide_weight[1] - v.guide_weight[0]) * min(1.0, iteration / span)
         logs: Dict[str, List[float]] = {}
         for micro in range(acc):
-            if self.student is not None:
-                x, z = self._student_latents(trainer)
-            else:
-                x = self._images(trainer)
+            x = self._images(trainer)
             with trainer.autocast():
-                if self.student is None:
-                    with torch.set_grad_enabled(not v.frozen_latents):
-                        z = self.model.encode(x).float()
+                with torch.set_grad_enabled(not v.frozen_latents):
+                    z = self.model.encode(x).float()
                 if quantised:
                     z_q, idx = self.model.quantize(z)
                     z_dec = z + (z_q - z).detach()

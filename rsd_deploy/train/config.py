@@ -132,9 +132,6 @@ class VQTrainConfig:
     adversarial_from: int = 0  # iteration the discriminator starts training and the term joins the loss
     disc_channels: int = 32  # first layer's width, doubling per strided layer
     disc_layers: int = 3  # strided 4x4 convs: 3 gives ~70 px patches
-    # with frozen_latents: a one-step student (RSD / SinSR checkpoint) whose outputs the decoder learns to
-    # decode (its x0 from each LR crop, quantised, against the HR crop) instead of the HR crops' own latents
-    student: Optional[str] = None
 
 
 @dataclass
@@ -194,9 +191,6 @@ class TrainConfig:
             raise ConfigError(f"vq_train.quantize_from must be in 0 .. optim.iterations - 1, got {v.quantize_from}")
         if self.method == Method.VQ and v.frozen_latents and not self.vq:
             raise ConfigError("vq_train.frozen_latents fine-tunes the decoder of a trained autoencoder; set `vq:` to it")
-        if self.method == Method.VQ and v.student and not v.frozen_latents:
-            raise ConfigError("vq_train.student trains the decoder on a student's latents, which needs the encoder "
-                              "it was trained with: set vq_train.frozen_latents: true and `vq:` to that autoencoder")
         if v.adversarial_weight < 0 or v.adversarial_from < 0 or v.disc_channels < 1 or v.disc_layers < 1:
             raise ConfigError("vq_train.adversarial_weight and adversarial_from must be >= 0 and disc_channels, "
                               f"disc_layers >= 1; got {v.adversarial_weight}, {v.adversarial_from}, "
