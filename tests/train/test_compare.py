@@ -271,3 +271,23 @@ def test_vq_ceilings_rows_match_the_comparison_and_the_round_trip(crop_set, tmp_
     assert script.main() == 2
     err = capsys.readouterr().err
     assert "no images" in err and "empty" in err and len(err.strip().splitlines()) == 1
+
+
+def test_detail_frontier_script_starts_at_bicubic_and_trades_psnr_for_detail(crop_set, monkeypatch, capsys):
+    """train/scripts/detail_frontier.py: amount 0 is the bicubic row; more unsharp masking, more detail."""
+    from rsd_deploy.pipeline.image_io import read_image
+    from rsd_deploy.train.compare import bicubic_rgb8, pooled_detail_ratio, score
+
+    module = _script("detail_frontier")
+    monkeypatch.setattr(sys, "argv", ["detail_frontier.py", str(crop_set)])
+    assert module.main() == 0
+    table = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines() if line.startswith("| ")][1:]
+    psnr = [float(row[1]) for row in table]
+    detail = [float(row[3]) for row in table]
+    names = sorted(p.name for p in (crop_set / "gt").iterdir())
+    bicubic = [score(bicubic_rgb8(read_image(crop_set / "lq" / n).rgb), read_image(crop_set / "gt" / n).rgb)
+               for n in names]
+    assert psnr[0] == pytest.approx(np.mean([s["psnr_y"] for s in bicubic]), abs=0.005)
+    assert detail[0] == pytest.approx(pooled_detail_ratio(bicubic), abs=0.0005)
+    assert all(b > a for a, b in zip(detail, detail[1:]))
+    assert psnr[-1] < psnr[0]
