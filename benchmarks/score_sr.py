@@ -15,16 +15,9 @@ import json
 import shlex
 import sys
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-
-def _row_arg(text: str) -> Tuple[str, Path]:
-    name, sep, folder = text.partition("=")
-    if not sep or not name or not folder:
-        raise argparse.ArgumentTypeError(f"rows are NAME=SR_DIR; got {text!r}")
-    return name, Path(folder)
 
 
 def _match(folder: Path, stem: str, files: Dict[str, Path]) -> Path:
@@ -36,10 +29,12 @@ def _match(folder: Path, stem: str, files: Dict[str, Path]) -> Path:
 
 
 def main() -> int:
+    from rsd_deploy.train.compare import named_folder_arg
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gt", type=Path, required=True, help="HR reference folder")
     parser.add_argument("--json", type=Path, required=True, help="results file; the table goes beside it (.md)")
-    parser.add_argument("rows", type=_row_arg, nargs="+", metavar="NAME=SR_DIR")
+    parser.add_argument("rows", type=named_folder_arg("rows are NAME=SR_DIR"), nargs="+", metavar="NAME=SR_DIR")
     args = parser.parse_args()
     import numpy as np
 

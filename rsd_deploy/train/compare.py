@@ -156,6 +156,19 @@ class SetResult:
                 "means": self.means, "paired_psnr_y": self.paired, "images": self.images}
 
 
+def named_folder_arg(usage: str) -> Callable[[str], Tuple[str, Path]]:
+    """argparse ``type=`` for the result scripts' ``NAME=DIR`` arguments; a bad one is an error naming ``usage``."""
+    import argparse
+
+    def parse(text: str) -> Tuple[str, Path]:
+        name, sep, folder = text.partition("=")
+        if not sep or not name or not folder:
+            raise argparse.ArgumentTypeError(f"{usage}; got {text!r}")
+        return name, Path(folder)
+
+    return parse
+
+
 def paired_folder(folder: Path) -> Tuple[Path, Path]:
     """(lq, gt) sub-folders of a paired set folder, with a one-line error when absent."""
     lq, gt = Path(folder) / "lq", Path(folder) / "gt"

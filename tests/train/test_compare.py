@@ -291,3 +291,15 @@ def test_detail_frontier_script_starts_at_bicubic_and_trades_psnr_for_detail(cro
     assert detail[0] == pytest.approx(pooled_detail_ratio(bicubic), abs=0.0005)
     assert all(b > a for a, b in zip(detail, detail[1:]))
     assert psnr[-1] < psnr[0]
+
+
+def test_named_folder_arguments_split_at_the_first_equals_and_name_the_usage_when_bad():
+    import argparse
+
+    from rsd_deploy.train import compare
+
+    parse = compare.named_folder_arg("rows are NAME=DIR")
+    assert parse("int8=/tmp/a=b") == ("int8", Path("/tmp/a=b"))
+    for bad in ("no_equals", "=dir", "name="):
+        with pytest.raises(argparse.ArgumentTypeError, match=f"rows are NAME=DIR; got {bad!r}"):
+            parse(bad)

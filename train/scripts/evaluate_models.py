@@ -18,25 +18,21 @@ import logging
 import shlex
 import sys
 from pathlib import Path
-from typing import List, Tuple
+from typing import List
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 
-def _pair_arg(text: str) -> Tuple[str, Path]:
-    name, sep, folder = text.partition("=")
-    if not sep or not name or not folder:
-        raise argparse.ArgumentTypeError(f"--pairs takes NAME=DIR (DIR with lq/ and gt/); got {text!r}")
-    return name, Path(folder)
-
-
 def main() -> int:
+    from rsd_deploy.train.compare import named_folder_arg
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--vq", type=Path, help="VQ-f4 autoencoder of the teacher and student checkpoints")
     parser.add_argument("--teacher", type=Path, help="ResShift teacher checkpoint (rows: all steps, one-step x0)")
     parser.add_argument("--teacher-kind", default="resshift-v1", choices=("resshift-v1", "resshift-v3"))
     parser.add_argument("--student", help="RSD student checkpoint, or 'default' for the embedded demo model")
-    parser.add_argument("--pairs", type=_pair_arg, action="append", default=[], metavar="NAME=DIR")
+    parser.add_argument("--pairs", type=named_folder_arg("--pairs takes NAME=DIR (DIR with lq/ and gt/)"),
+                        action="append", default=[], metavar="NAME=DIR")
     parser.add_argument("--colour-check", type=Path, metavar="LR_DIR",
                         help="colour error of each student output against its bicubic upscale (needs --student)")
     parser.add_argument("--limit", type=int, help="first N images of every set")
