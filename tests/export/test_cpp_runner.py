@@ -22,6 +22,7 @@ except ImportError:  # pragma: no cover - depends on pytest's import mode
 
 from rsd_deploy.pipeline.image_io import pad_to_multiple, read_image, to_model_range
 from rsd_deploy.pipeline.tiling import TilePlan, feather_weights_1d
+from rsd_deploy.pixels import quantize
 
 REALSET = kit.REPO / ".." / "shared" / "data" / "realset65"
 
@@ -163,6 +164,8 @@ def test_runner_matches_python_pipeline_on_a_real_image(cpp, synthetic_bundle, t
     assert np.abs(ours - ref).max() < 1e-4
     ref_u8 = np.rint((ref * 0.5 + 0.5) * 255).astype(np.int16)
     assert np.abs(png.astype(np.int16) - ref_u8).max() <= 1
+    # the PNG is the runner's own float image under Python's quantisation rule (clamp, scale, ties to even)
+    np.testing.assert_array_equal(png, quantize(ours))
     assert ours.std() > 0.05  # a real picture went through, not a constant
 
 

@@ -41,7 +41,9 @@ void write_png(const std::string& path, const Tensor& image) {
   for (size_t i = 0; i < plane; ++i)
     for (size_t c = 0; c < 3; ++c) {
       const float v = std::min(1.0f, std::max(-1.0f, image.data[c * plane + i]));
-      rgb[i * 3 + c] = static_cast<unsigned char>(std::lround((v + 1.0f) * 127.5f));
+      // rsd_deploy.pixels.quantize's rule: (v * 0.5 + 0.5) * 255 in float32, ties to even (nearbyint in the
+      // default rounding mode; lround would round them away from zero)
+      rgb[i * 3 + c] = static_cast<unsigned char>(std::nearbyint((v * 0.5f + 0.5f) * 255.0f));
     }
   std::string bytes;
   if (!stbi_write_png_to_func(append_bytes, &bytes, static_cast<int>(w), static_cast<int>(h), 3, rgb.data(),
