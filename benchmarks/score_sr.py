@@ -4,8 +4,9 @@ runtime) against the HR references, with the paired Y-PSNR difference of each ro
     python benchmarks/score_sr.py --gt ../shared/data/imagenet_val_sr/gt --json OUT.json \
         fp32=/tmp/sr_fp32 ov-int8=/tmp/sr_ov-int8 ...
 
-SR files match a reference by stem, with or without rsd-upscale's ``_x4`` suffix. Metrics are
-rsd_deploy.train.compare.score (the figures of train/RESULTS.md). Writes OUT.json and OUT.md atomically.
+SR files match a reference by stem, with or without rsd-upscale's ``_x4`` suffix. Scores, means, paired
+differences and the files are those of evaluate_models.py (rsd_deploy.train.compare): OUT.json and OUT.md,
+both written atomically.
 benchmarks/demo_precisions.sh runs it on every CPU path of the embedded model.
 """
 from __future__ import annotations
@@ -15,7 +16,7 @@ import json
 import shlex
 import sys
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -36,48 +37,33 @@ def main() -> int:
     parser.add_argument("--json", type=Path, required=True, help="results file; the table goes beside it (.md)")
     parser.add_argument("rows", type=named_folder_arg("rows are NAME=SR_DIR"), nargs="+", metavar="NAME=SR_DIR")
     args = parser.parse_args()
-    import numpy as np
-
     from rsd_deploy.errors import RSDError
-    from rsd_deploy.fileio import atomic_write_text
     from rsd_deploy.pipeline.image_io import image_files, read_image
-    from rsd_deploy.train.compare import NOTES, pooled_detail_ratio, score
+    from rsd_deploy.train.compare import NOTES, SetResult, markdown, paired_differences, score, write_results
 
     try:
         refs = image_files(args.gt)
         if not refs:
             raise RSDError(f"--gt {args.gt} holds no images")
-        per_row: Dict[str, List[Dict[str, float]]] = {}
+        names = [name for name, _ in args.rows]
+        result = SetResult(args.gt.parent.name or str(args.gt), str(args.gt), rows=names,
+                           images=[{"image": ref.name} for ref in refs])
         for name, folder in args.rows:
             files = {p.stem: p for p in image_files(folder)}
-            per_row[name] = [score(read_image(_match(folder, ref.stem, files)).rgb, read_image(ref).rgb)
-                             for ref in refs]
+            for entry, ref in zip(result.images, refs):
+                entry[name] = score(read_image(_match(folder, ref.stem, files)).rgb, read_image(ref).rgb)
     except (RSDError, FileNotFoundError, NotADirectoryError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    first = args.rows[0][0]
-    base = np.array([s["psnr_y"] for s in per_row[first]])
+    result.summarise()
+    for name in names[1:]:  # each row against the first, image by image
+        result.paired.update(paired_differences(result.images, [names[0], name], of=name))
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
-    summary = {}
-    lines = [f"# SR folders scored against {args.gt} ({len(refs)} images)", "", "```bash", command, "```", "",
-             f"| row | Y-PSNR (dB) | SSIM (Y) | colour error | detail ratio (pooled) | Y-PSNR - {first}: mean | min |",
-             "|---|---|---|---|---|---|---|"]
-    for name, scores in per_row.items():
-        diff = np.array([s["psnr_y"] for s in scores]) - base
-        mean = {k: float(np.mean([s[k] for s in scores])) for k in ("psnr_y", "ssim_y", "colour_error")}
-        row = dict(mean, detail_ratio_pooled=pooled_detail_ratio(scores), diff_mean=float(diff.mean()),
-                   diff_min=float(diff.min()))
-        summary[name] = row
-        lines.append(f"| {name} | {row['psnr_y']:.2f} | {row['ssim_y']:.4f} | {row['colour_error']:.2f} | "
-                     f"{row['detail_ratio_pooled']:.3f} | {row['diff_mean']:+.3f} | {row['diff_min']:+.3f} |")
-        print(lines[-1])
-    lines += ["", *[f"* {note}" for note in NOTES], ""]
-    data = {"command": command, "gt": str(args.gt), "rows": summary,
-            "per_image": {name: [dict(s, image=ref.name) for s, ref in zip(scores, refs)]
-                          for name, scores in per_row.items()}}
-    atomic_write_text(args.json, json.dumps(data, indent=1) + "\n")
-    atomic_write_text(args.json.with_suffix(".md"), "\n".join(lines))
-    print(f"wrote {args.json} and {args.json.with_suffix('.md')}")
+    title = "SR folders scored against their references (benchmarks/score_sr.py)"
+    json_path, md_path = write_results(args.json, [result], None, {"gt": str(args.gt), **{
+        name: str(folder) for name, folder in args.rows}}, command, NOTES[:2], title)  # NOTES[2]: its own upscaling
+    print(markdown([result], None, "", [], title))
+    print(f"wrote {json_path} and {md_path}")
     return 0
 
 

@@ -42,6 +42,7 @@ COLUMNS = (("psnr_y", "Y-PSNR (dB)", 2), ("ssim_y", "SSIM (Y)", 4), ("colour_err
            ("detail_ratio", "detail ratio (pooled)", 3),
            ("mean_of_image_detail_ratios", "detail ratio (mean of images)", 3), ("seconds", "s/image", 3))
 PAIRED_METRIC = "psnr_y"
+TITLE = "Model comparison (train/scripts/evaluate_models.py)"
 COLOUR_LIMIT = 3.0  # issue 12: each realset65 output within 3 levels of its bicubic upscale
 
 
@@ -126,7 +127,8 @@ def pooled_detail_ratio(rows: Sequence[Dict[str, float]]) -> float:
 
 def paired_differences(per_image: Sequence[Dict[str, Dict[str, float]]], rows: Sequence[str],
                        of: str = STUDENT, key: str = PAIRED_METRIC) -> Dict[str, Dict[str, float]]:
-    """``of`` minus each other row, image by image on ``key``: mean, sample std (ddof 1), wins, total."""
+    """``of`` minus each other row, image by image on ``key``: mean, sample std (ddof 1), the worst image's
+    difference (min), wins, total."""
     out: Dict[str, Dict[str, float]] = {}
     if of not in rows:
         return out
@@ -135,7 +137,7 @@ def paired_differences(per_image: Sequence[Dict[str, Dict[str, float]]], rows: S
             continue
         d = np.array([img[of][key] - img[other][key] for img in per_image], np.float64)
         out[f"{of} - {other}"] = {"mean": float(d.mean()), "std": float(d.std(ddof=1)) if len(d) > 1 else 0.0,
-                                  "wins": int((d > 0).sum()), "total": int(len(d))}
+                                  "min": float(d.min()), "wins": int((d > 0).sum()), "total": int(len(d))}
     return out
 
 
@@ -154,6 +156,14 @@ class SetResult:
     def to_dict(self) -> Dict[str, Any]:
         return {"name": self.name, "folder": self.folder, "rows": self.rows, "labels": self.labels,
                 "means": self.means, "paired_psnr_y": self.paired, "images": self.images}
+
+    def summarise(self) -> None:
+        """``means`` from ``images``: the mean of every score, with the set's detail ratio pooled."""
+        self.means = {r: {k: float(np.mean([img[r][k] for img in self.images])) for k in self.images[0][r]}
+                      for r in self.rows}
+        for r in self.rows:
+            self.means[r]["mean_of_image_detail_ratios"] = self.means[r]["detail_ratio"]
+            self.means[r]["detail_ratio"] = pooled_detail_ratio([img[r] for img in self.images])
 
 
 def named_folder_arg(usage: str) -> Callable[[str], Tuple[str, Path]]:
@@ -200,11 +210,7 @@ def compare_set(name: str, folder: Path, pipelines: Dict[str, Any], labels: Opti
         result.images.append(entry)
         logger.info("%s %s: %s", name, lr_path.name,
                     ", ".join(f"{r} {entry[r]['psnr_y']:.2f} dB" for r in result.rows))
-    result.means = {r: {k: float(np.mean([img[r][k] for img in result.images])) for k in result.images[0][r]}
-                    for r in result.rows}
-    for r in result.rows:
-        result.means[r]["mean_of_image_detail_ratios"] = result.means[r]["detail_ratio"]
-        result.means[r]["detail_ratio"] = pooled_detail_ratio([img[r] for img in result.images])
+    result.summarise()
     result.paired = paired_differences(result.images, result.rows)
     return result
 
@@ -234,22 +240,25 @@ def _fmt(value: float, digits: int) -> str:
     return "inf" if value == float("inf") else f"{value:.{digits}f}"
 
 
-def markdown(sets: Sequence[SetResult], colour: Optional[Dict[str, Any]], command: str, notes: Sequence[str]) -> str:
-    lines = ["# Model comparison (train/scripts/evaluate_models.py)", ""]
+def markdown(sets: Sequence[SetResult], colour: Optional[Dict[str, Any]], command: str, notes: Sequence[str],
+             title: str = TITLE) -> str:
+    lines = [f"# {title}", ""]
     if command:
         lines += ["```bash", command, "```", ""]
     for s in sets:
         n = len(s.images)
+        columns = [c for c in COLUMNS if all(c[0] in s.means[r] for r in s.rows)]  # no timing for scored folders
         lines += [f"## {s.name} ({n} pairs, {s.folder})", "",
-                  "| row | " + " | ".join(c[1] for c in COLUMNS) + " |", "|---|" + "---|" * len(COLUMNS)]
+                  "| row | " + " | ".join(c[1] for c in columns) + " |", "|---|" + "---|" * len(columns)]
         for r in s.rows:
-            cells = " | ".join(_fmt(s.means[r][c[0]], c[2]) for c in COLUMNS)
+            cells = " | ".join(_fmt(s.means[r][c[0]], c[2]) for c in columns)
             lines.append(f"| {s.labels.get(r, r)} | {cells} |")
         if s.paired:
             lines += ["", "Paired Y-PSNR differences, image by image (dB):", "",
-                      "| difference | mean | std | student wins |", "|---|---|---|---|"]
+                      "| difference | mean | std | worst image | wins of the left row |", "|---|---|---|---|---|"]
             for k, d in s.paired.items():
-                lines.append(f"| {k} | {d['mean']:+.2f} | {d['std']:.2f} | {d['wins']}/{d['total']} |")
+                lines.append(f"| {k} | {d['mean']:+.2f} | {d['std']:.2f} | {d['min']:+.2f} | "
+                             f"{d['wins']}/{d['total']} |")
         lines.append("")
     if colour is not None:
         worst = ", ".join(f"{w['image']} ({w['colour_error']:.2f})" for w in colour["worst"])
@@ -263,7 +272,7 @@ def markdown(sets: Sequence[SetResult], colour: Optional[Dict[str, Any]], comman
 
 
 def write_results(path: Path, sets: Sequence[SetResult], colour: Optional[Dict[str, Any]], settings: Dict[str, Any],
-                  command: str, notes: Sequence[str]) -> Tuple[Path, Path]:
+                  command: str, notes: Sequence[str], title: str = TITLE) -> Tuple[Path, Path]:
     """``path`` (JSON) and the same stem with ``.md``, both written atomically."""
     from rsd_deploy.train.eval_set import json_finite
 
@@ -272,7 +281,7 @@ def write_results(path: Path, sets: Sequence[SetResult], colour: Optional[Dict[s
     path = Path(path)
     md = path.with_suffix(".md")
     atomic_write_text(path, json.dumps(json_finite(data), indent=1) + "\n")
-    atomic_write_text(md, markdown(sets, colour, command, notes))
+    atomic_write_text(md, markdown(sets, colour, command, notes, title))
     return path, md
 
 

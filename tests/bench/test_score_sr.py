@@ -44,13 +44,17 @@ def test_scores_match_compare_score_and_pair_to_the_first_row(tmp_path):
     out = tmp_path / "res.json"
     done = _run("--gt", str(gt), "--json", str(out), f"fine={a}", f"noisy={b}")
     assert done.returncode == 0, done.stderr
-    rows = json.loads(out.read_text())["rows"]
-    want_a = np.mean([score(sr, hr)["psnr_y"] for hr, sr, _ in pairs])
-    want_b = np.mean([score(sr, hr)["psnr_y"] for hr, _, sr in pairs])
-    assert abs(rows["fine"]["psnr_y"] - want_a) < 1e-9 and abs(rows["noisy"]["psnr_y"] - want_b) < 1e-9
-    assert rows["fine"]["diff_mean"] == 0.0
-    assert abs(rows["noisy"]["diff_mean"] - (want_b - want_a)) < 1e-9 and rows["noisy"]["diff_mean"] < -5
-    assert "| noisy |" in out.with_suffix(".md").read_text()
+    result = json.loads(out.read_text())["sets"][0]
+    means, paired = result["means"], result["paired_psnr_y"]
+    per_a = [score(sr, hr)["psnr_y"] for hr, sr, _ in pairs]
+    per_b = [score(sr, hr)["psnr_y"] for hr, _, sr in pairs]
+    assert abs(means["fine"]["psnr_y"] - np.mean(per_a)) < 1e-9 and abs(means["noisy"]["psnr_y"] - np.mean(per_b)) < 1e-9
+    assert list(paired) == ["noisy - fine"]  # every row against the first, not the first against itself
+    d = paired["noisy - fine"]
+    assert abs(d["mean"] - (np.mean(per_b) - np.mean(per_a))) < 1e-9 and d["mean"] < -5
+    assert abs(d["min"] - min(b - a for a, b in zip(per_a, per_b))) < 1e-9 and (d["wins"], d["total"]) == (0, 2)
+    md = out.with_suffix(".md").read_text()
+    assert "| noisy |" in md and "| noisy - fine |" in md and "s/image" not in md  # no timing for scored folders
 
 
 def test_a_missing_sr_image_is_a_one_line_error_and_nothing_is_written(tmp_path):

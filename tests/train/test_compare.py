@@ -142,7 +142,7 @@ def test_paired_differences_by_hand():
     d = paired_differences(per_image, ["bicubic", "student_1_step"])["student_1_step - bicubic"]
     diffs = np.array([1.0, -1.5, 3.0])
     assert d["mean"] == pytest.approx(diffs.mean()) and d["std"] == pytest.approx(diffs.std(ddof=1))
-    assert (d["wins"], d["total"]) == (2, 3)
+    assert (d["wins"], d["total"]) == (2, 3) and d["min"] == pytest.approx(-1.5)  # the worst image
     assert paired_differences(per_image, ["bicubic"]) == {}  # no student row: nothing to pair
 
 
